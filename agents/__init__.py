@@ -1,0 +1,1 @@
+"""Agents: the runtime, the built-in agents and the ``bgagents`` command line."""

@@ -1,0 +1,135 @@
+"""``bgagents doctor``: checks that this machine can run the system.
+
+Each check gives ✓ (fine), ⚠ (works, but an optional feature is missing) or
+✗ (broken), with the fix. Doctor exits non-zero on any ✗.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+
+import aiohttp
+
+from bus import db, migrate
+from bus.config import Settings
+from bus.errors import BgError
+
+OK, WARN, FAIL = "✓", "⚠", "✗"
+MIN_SERVER_VERSION = 140000
+MIN_PYTHON = (3, 11)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    mark: str
+    label: str
+    detail: str
+    fix: str = ""
+
+    def render(self) -> str:
+        line = f"{self.mark} {self.label}: {self.detail}"
+        return f"{line} — fix: {self.fix}" if self.fix else line
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info[:2] < MIN_PYTHON:
+        return Check(FAIL, "python", f"{version} is too old", "use Python 3.11 or newer")
+    return Check(OK, "python", version)
+
+
+async def check_database(settings: Settings) -> list[Check]:
+    where = "embedded server" if settings.uses_embedded else "DATABASE_URL"
+    try:
+        url = db.resolve_url(settings)
+        conn = await db.connect(settings, url)
+    except BgError as exc:
+        return [Check(FAIL, "database", exc.message, exc.hint or "check DATABASE_URL")]
+    try:
+        checks = [Check(OK, "database", f"{db.describe(url)} ({where})")]
+        version_num = await db.run(conn, "server_version_num")
+        version = await conn.fetchval("SHOW server_version")
+        if version_num < MIN_SERVER_VERSION:
+            checks.append(
+                Check(FAIL, "server version", f"PostgreSQL {version}", "use PostgreSQL 14 or newer")
+            )
+        else:
+            checks.append(Check(OK, "server version", f"PostgreSQL {version}"))
+        checks.append(await _check_pgvector(conn))
+        checks.append(await _check_schema(conn))
+        return checks
+    finally:
+        await conn.close()
+
+
+async def _check_pgvector(conn: db.Connection) -> Check:
+    if await db.run(conn, "extension_installed", "vector"):
+        version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname='vector'")
+        return Check(OK, "pgvector", f"installed ({version}); AI search is available")
+    if await db.run(conn, "extension_available", "vector"):
+        return Check(OK, "pgvector", "available; `bgagents migrate` creates it")
+    return Check(
+        WARN,
+        "pgvector",
+        "not installed; AI help and search are off, the rest works",
+        migrate.EXTENSION_HINTS["vector"],
+    )
+
+
+async def _check_schema(conn: db.Connection) -> Check:
+    try:
+        states = await migrate.status(conn)
+    except BgError as exc:
+        return Check(FAIL, "schema", exc.message, exc.hint or "")
+    pending = [s.migration.filename for s in states if s.state == "pending"]
+    waiting = [s.migration.filename for s in states if s.state == "unavailable"]
+    if pending:
+        return Check(
+            FAIL,
+            "schema",
+            f"{len(pending)} migration(s) pending: {', '.join(pending)}",
+            "run `bgagents migrate`",
+        )
+    applied = sum(s.state == "applied" for s in states)
+    detail = f"current ({applied} migrations applied)"
+    if waiting:
+        return Check(
+            WARN,
+            "schema",
+            f"{detail}; waiting for an extension: {', '.join(waiting)}",
+            "see the pgvector line",
+        )
+    return Check(OK, "schema", detail)
+
+
+async def check_web_port(settings: Settings) -> Check:
+    label = "web port"
+    where = f"{settings.host}:{settings.port}"
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(settings.host, settings.port), timeout=2)
+        writer.close()
+    except (OSError, TimeoutError):
+        return Check(OK, label, f"{where} is free")
+    try:
+        timeout = aiohttp.ClientTimeout(total=3)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"http://{where}/healthz") as resp,
+        ):
+            body = await resp.json(content_type=None)
+        if isinstance(body, dict) and body.get("service") == "bgagents":
+            return Check(OK, label, f"{where} is already serving Background Agents")
+    except (aiohttp.ClientError, ValueError, TimeoutError):
+        pass
+    return Check(
+        FAIL, label, f"{where} is used by another program", "stop it, or set BGAGENTS_PORT to a free port"
+    )
+
+
+async def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in the order the report shows them."""
+    return [check_python(), *await check_database(settings), await check_web_port(settings)]

@@ -1,0 +1,191 @@
+"""Settings, read from the environment and an optional ``.env`` file.
+
+Every setting is declared once in :data:`SETTINGS`, with its type, default and
+description; the README's settings table and ``.env.example`` list the same
+names (a test keeps them in step). A bad value raises :class:`ConfigError`
+with one line that names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import platformdirs
+from dotenv import dotenv_values
+
+from bus.errors import ConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _postgres_url(name: str, raw: str) -> str:
+    """Check that ``raw`` looks like a libpq connection URL."""
+    example = "postgresql://user:password@host:5432/dbname"
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{name}: not a valid URL ({exc}); expected {example}") from exc
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{name}: expected a URL like {example}, got {raw!r}")
+    if not parts.hostname and "host" not in parse_qs(parts.query):
+        raise ConfigError(f"{name}: the URL names no host; expected {example}")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{name}: port {port} is out of range")
+    return raw
+
+
+def _int_in(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}: expected a number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_positive(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: expected a positive number, got {value}")
+    return value
+
+
+def _absolute_path(name: str, raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        raise ConfigError(f"{name}: expected an absolute path, got {raw!r}")
+    return path
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read: its variable, parser, default and meaning."""
+
+    env: str
+    field: str
+    parse: Callable[[str, str], Any]
+    default: str | None
+    description: str
+
+
+SETTINGS: tuple[Spec, ...] = (
+    Spec(
+        "DATABASE_URL",
+        "database_url",
+        _postgres_url,
+        None,
+        "PostgreSQL to use. Unset: start the embedded server in the data dir.",
+    ),
+    Spec(
+        "BGAGENTS_LISTEN_URL",
+        "listen_url",
+        _postgres_url,
+        None,
+        "Direct connection for LISTEN and leader locks (must bypass PgBouncer). Unset: DATABASE_URL.",
+    ),
+    Spec(
+        "BGAGENTS_DATA_DIR",
+        "data_dir",
+        _absolute_path,
+        platformdirs.user_data_dir("bgagents"),
+        "Absolute path for the embedded server's data and downloaded models.",
+    ),
+    Spec("BGAGENTS_POOL_MIN", "pool_min", _int_in(0, 1000), "5", "Connections the pool keeps open."),
+    Spec("BGAGENTS_POOL_MAX", "pool_max", _int_in(1, 1000), "20", "Most connections the pool opens."),
+    Spec(
+        "BGAGENTS_STATEMENT_CACHE_SIZE",
+        "statement_cache_size",
+        _int_in(0, 100000),
+        "100",
+        "asyncpg's prepared-statement cache; set 0 behind PgBouncer in transaction mode.",
+    ),
+    Spec(
+        "BGAGENTS_CONNECT_TIMEOUT",
+        "connect_timeout",
+        _float_positive,
+        "10",
+        "Seconds to wait for a database connection.",
+    ),
+    Spec("BGAGENTS_HOST", "host", _text, "127.0.0.1", "Address the web server binds to."),
+    Spec("BGAGENTS_PORT", "port", _int_in(1, 65535), "8000", "Port the web server binds to."),
+    Spec(
+        "BGAGENTS_TOKEN",
+        "token",
+        _text,
+        None,
+        "Token the web server requires; needed to bind beyond 127.0.0.1.",
+    ),
+    Spec("BGAGENTS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, validated settings. Build it with :func:`load_settings`."""
+
+    database_url: str | None
+    listen_url: str | None
+    data_dir: Path
+    pool_min: int
+    pool_max: int
+    statement_cache_size: int
+    connect_timeout: float
+    host: str
+    port: int
+    token: str | None
+    log_level: str
+
+    @property
+    def uses_embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Read settings from ``environ`` (default: the process environment) over ``env_file``."""
+    source: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        raw = source.get(spec.env)
+        if raw is None or raw.strip() == "":
+            raw = spec.default
+        values[spec.field] = None if raw is None else spec.parse(spec.env, raw.strip())
+    settings = Settings(**values)
+    if settings.pool_min > settings.pool_max:
+        raise ConfigError(
+            f"BGAGENTS_POOL_MIN: {settings.pool_min} is above BGAGENTS_POOL_MAX ({settings.pool_max})"
+        )
+    return settings
+
+
+assert {s.field for s in SETTINGS} == {f.name for f in fields(Settings)}

@@ -1,0 +1,183 @@
+"""Connections: the asyncpg pool, single connections, and named-query calls.
+
+Each connection is initialised the same way: JSON codecs for ``json`` and
+``jsonb``, and pgvector's codec where the extension exists. Driver errors on
+connect become one clear :class:`ConnectError` line that names the server
+(never the password) and the likely fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from bus import embedded
+from bus.config import Settings
+from bus.errors import ConnectError
+from sql import Query, queries
+
+logger = logging.getLogger(__name__)
+
+Connection: TypeAlias = asyncpg.Connection
+Pool: TypeAlias = asyncpg.Pool
+
+__all__ = [
+    "Connection",
+    "Pool",
+    "connect",
+    "connection",
+    "create_pool",
+    "describe",
+    "listen_url",
+    "queries",
+    "resolve_url",
+    "run",
+]
+
+
+def resolve_url(settings: Settings) -> str:
+    """``DATABASE_URL``, or the embedded server's URL (starting it if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    return embedded.ensure_running(settings.pgdata)
+
+
+def listen_url(settings: Settings) -> str:
+    """The direct URL for LISTEN and advisory-lock leadership."""
+    return settings.listen_url or resolve_url(settings)
+
+
+def describe(url: str) -> str:
+    """``user@host:port/db`` for messages, without the password."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get(
+            "host", "localhost"
+        )
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}@" if parts.username else ""
+        return f"{user}{host}{port}{parts.path or '/'}"
+    except ValueError:
+        return "<unparseable URL>"
+
+
+async def _init_connection(conn: Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    if await conn.fetchval("SELECT to_regtype('vector') IS NOT NULL"):
+        from pgvector.asyncpg import register_vector
+
+        await register_vector(conn)
+
+
+def _connect_error(url: str, exc: BaseException) -> ConnectError:
+    where = describe(url)
+    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        return ConnectError(
+            f"PostgreSQL at {where} refused the login: {exc}",
+            hint="check the user and password in DATABASE_URL",
+        )
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return ConnectError(f"PostgreSQL at {where}: {exc}", hint="create the database or fix DATABASE_URL")
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(f"cannot resolve the host of {where}: {exc.strerror}", hint="check DATABASE_URL")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return ConnectError(
+            f"timed out connecting to PostgreSQL at {where}",
+            hint="check DATABASE_URL and BGAGENTS_CONNECT_TIMEOUT",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(
+            f"cannot connect to PostgreSQL at {where}: connection refused",
+            hint="is the server running? check DATABASE_URL",
+        )
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        return ConnectError(
+            f"cannot connect to PostgreSQL at {where}: {reason}",
+            hint="is the server running? check DATABASE_URL",
+        )
+    if isinstance(exc, ValueError | asyncpg.ClientConfigurationError | ssl.SSLError):
+        return ConnectError(f"bad connection URL {where}: {exc}", hint="check DATABASE_URL")
+    return ConnectError(f"cannot connect to PostgreSQL at {where}: {exc}")
+
+
+_CONNECT_ERRORS = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    ssl.SSLError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def _connect_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "timeout": settings.connect_timeout,
+        "statement_cache_size": settings.statement_cache_size,
+        "server_settings": {"application_name": "bgagents"},
+    }
+
+
+async def connect(settings: Settings, url: str | None = None) -> Connection:
+    """Open one initialised connection outside the pool (LISTEN, locks, migrations)."""
+    url = url or resolve_url(settings)
+    try:
+        conn: Connection = await asyncpg.connect(url, **_connect_kwargs(settings))
+    except _CONNECT_ERRORS as exc:
+        raise _connect_error(url, exc) from exc
+    try:
+        await _init_connection(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def create_pool(settings: Settings, url: str | None = None) -> Pool:
+    """Create the asyncpg pool with the configured size and connection init."""
+    url = url or resolve_url(settings)
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=settings.pool_min,
+            max_size=settings.pool_max,
+            init=_init_connection,
+            **_connect_kwargs(settings),
+        )
+    except _CONNECT_ERRORS as exc:
+        raise _connect_error(url, exc) from exc
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def connection(settings: Settings, url: str | None = None) -> AsyncIterator[Connection]:
+    """``async with connection(settings) as conn``: one connection, closed afterwards."""
+    conn = await connect(settings, url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def run(conn: Connection | Pool, name: str, *args: Any) -> Any:
+    """Run the named query ``name`` from ``sql/queries`` with the call its kind picks."""
+    query: Query = queries[name]
+    if query.kind == "many":
+        return await conn.fetch(query.sql, *args)
+    if query.kind == "one":
+        return await conn.fetchrow(query.sql, *args)
+    if query.kind == "val":
+        return await conn.fetchval(query.sql, *args)
+    return await conn.execute(query.sql, *args)

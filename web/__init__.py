@@ -1,0 +1,1 @@
+"""The web dashboard, JSON API and SSE feeds (aiohttp)."""
