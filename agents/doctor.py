@@ -59,14 +59,14 @@ async def check_database(settings: Settings) -> list[Check]:
             )
         else:
             checks.append(Check(OK, "server version", f"PostgreSQL {version}"))
-        checks.append(await _check_pgvector(conn))
+        checks.append(await _check_pgvector(conn, version_num))
         checks.append(await _check_schema(conn))
         return checks
     finally:
         await conn.close()
 
 
-async def _check_pgvector(conn: db.Connection) -> Check:
+async def _check_pgvector(conn: db.Connection, version_num: int) -> Check:
     if await db.run(conn, "extension_installed", "vector"):
         version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname='vector'")
         return Check(OK, "pgvector", f"installed ({version}); AI search is available")

@@ -36,8 +36,16 @@ _REQUIRES = re.compile(r"^--\s*requires-extension:\s*(?P<ext>\w+)\s*$", re.M)
 
 EXTENSION_HINTS = {
     "vector": "install pgvector on the server (Debian: apt-get install "
-    "postgresql-<version>-pgvector), then run `bgagents migrate` again",
+    "postgresql-<major version>-pgvector), then run `bgagents migrate` again",
 }
+
+
+def extension_hint(ext: str, server_version_num: int | None = None) -> str:
+    """How to get ``ext``, naming the server's major version where known."""
+    hint = EXTENSION_HINTS.get(ext, f"install the {ext} extension on the server")
+    if server_version_num:
+        hint = hint.replace("<major version>", str(server_version_num // 10000))
+    return hint
 
 
 @dataclass(frozen=True)
