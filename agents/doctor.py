@@ -76,7 +76,7 @@ async def _check_pgvector(conn: db.Connection, version_num: int) -> Check:
         WARN,
         "pgvector",
         "not installed; AI help and search are off, the rest works",
-        migrate.EXTENSION_HINTS["vector"],
+        migrate.extension_hint("vector", version_num),
     )
 
 
