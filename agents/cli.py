@@ -262,6 +262,16 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"  {t['table']:<32} {t['total_bytes'] / 1024:>10.0f} KiB {t['estimated_rows']:>10} rows")
 
 
+def _register_commands() -> None:
+    from agents import bench, cli_queue
+
+    cli_queue.register(cli)
+    cli.add_command(bench.bench)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

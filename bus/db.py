@@ -111,6 +111,19 @@ def _connect_error(url: str, exc: BaseException) -> ConnectError:
     return ConnectError(f"cannot connect to PostgreSQL at {where}: {exc}")
 
 
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.CrashShutdownError,
+)
+"""Errors after which the same query may succeed once the server is back."""
+
+DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError)
+"""Any failure of a query, for loops that log and carry on."""
+
 _CONNECT_ERRORS = (
     OSError,
     TimeoutError,

@@ -155,16 +155,27 @@ class Events:
             unsubscribe.append(self._notifier.on_reconnect(wake.set))
         cursor = after if after is not None else await self.current_cursor()
         quick = 0.002
+        retry = 0.1
         try:
             while True:
                 wake.clear()
-                found = await self.read_after(cursor, channels, batch)
+                try:
+                    found = await self.read_after(cursor, channels, batch)
+                    pending = len(found) < batch and await db.run(self._pool, "events_pending")
+                except db.TRANSIENT_ERRORS as exc:
+                    # The server restarted or the connection broke: the cursor
+                    # says where we were, so wait and read again.
+                    logger.warning("subscriber: %s; retrying in %.1fs", exc, retry)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, 5.0)
+                    continue
+                retry = 0.1
                 for event in found:
                     cursor = event.cursor
                     yield event
                 if len(found) == batch:
                     continue
-                if await db.run(self._pool, "events_pending"):
+                if pending:
                     timeout, quick = quick, min(quick * 2, 0.1)
                 else:
                     timeout, quick = poll_interval, 0.002

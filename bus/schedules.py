@@ -61,6 +61,6 @@ async def run_scheduler(pool: db.Pool, interval: float = 1.0) -> None:
             fired = await fire_due(pool)
             if fired:
                 logger.info("fired %d scheduled task(s)", fired)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db.DB_ERRORS as exc:
             logger.warning("scheduler: %s", exc)
         await asyncio.sleep(interval)

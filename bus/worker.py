@@ -25,7 +25,9 @@ import os
 import random
 import secrets
 import socket
+import time
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,6 +87,90 @@ def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+class QueueWaker:
+    """Hands one process's ``bg_tasks`` NOTIFYs for a queue to its idle workers.
+
+    A NOTIFY wakes one idle worker, not all of them: a worker that then claims a
+    full batch wakes the next, so a burst fans out while a trickle doesn't make
+    every worker run an empty claim. It also remembers when the next delayed
+    task is due (``queue@epoch`` notifications and local retries).
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[asyncio.Event] = []
+        self._pending = False
+        self.empty = False  # the last claim found no more ready tasks
+        self.next_due: float | None = None
+
+    def on_notify(self, payload: str) -> None:
+        _, at, due = payload.partition("@")
+        if at:
+            with contextlib.suppress(ValueError):
+                self.note_due(float(due))
+        else:
+            self.wake_one()
+
+    def note_due(self, when: float) -> None:
+        if self.next_due is None or when < self.next_due:
+            self.next_due = when
+            self.wake_all()  # idle workers recompute how long to sleep
+
+    def wake_one(self) -> None:
+        self.empty = False
+        if self._idle:
+            self._idle.pop(0).set()
+        else:
+            self._pending = True
+
+    def wake_all(self) -> None:
+        self.empty = False
+        idle, self._idle = self._idle, []
+        for event in idle:
+            event.set()
+        self._pending = True
+
+    def take_pending(self) -> bool:
+        pending, self._pending = self._pending, False
+        return pending
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep until woken, or ``timeout`` seconds, or the next due task."""
+        if self.next_due is not None:
+            until_due = self.next_due - time.time()
+            if until_due <= 0:
+                self.next_due = None
+                return
+            timeout = min(timeout, until_due + 0.001)
+        event = asyncio.Event()
+        self._idle.append(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._idle.remove(event)
+
+
+_wakers: weakref.WeakKeyDictionary[Notifier, dict[str, QueueWaker]] = weakref.WeakKeyDictionary()
+
+
+def waker_for(notifier: Notifier | None, queue: str) -> QueueWaker:
+    """The process-wide waker of ``queue`` on ``notifier`` (a private one without)."""
+    if notifier is None:
+        return QueueWaker()
+    by_queue = _wakers.setdefault(notifier, {})
+    if queue not in by_queue:
+        waker = by_queue[queue] = QueueWaker()
+
+        def route(payload: str) -> None:
+            if payload.partition("@")[0] == queue:
+                waker.on_notify(payload)
+
+        notifier.listen("bg_tasks", route)
+        notifier.on_reconnect(waker.wake_all)
+    return by_queue[queue]
+
+
 class Worker:
     """Runs one queue's tasks with at most ``concurrency`` at a time in this process."""
 
@@ -121,7 +207,7 @@ class Worker:
         self._inflight: dict[int, tuple[Task, asyncio.Task[None]]] = {}
         self._done: list[tuple[int, Any]] = []
         self._done_ready = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._waker = waker_for(notifier, queue)
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._undo: list[Callable[[], None]] = []
@@ -131,9 +217,7 @@ class Worker:
     async def run(self) -> None:
         """Claim and run tasks until :meth:`stop`; then finish or release in-flight ones."""
         if self.notifier is not None:
-            self._undo.append(self.notifier.listen("bg_tasks", self._on_tasks_notify))
             self._undo.append(self.notifier.listen("bg_task_cancel", self._on_cancel_notify))
-            self._undo.append(self.notifier.on_reconnect(self._wake.set))
         helpers = [
             asyncio.create_task(self._flush_loop(), name=f"worker-{self.queue}-flush"),
             asyncio.create_task(self._renew_loop(), name=f"worker-{self.queue}-renew"),
@@ -154,7 +238,7 @@ class Worker:
         """Stop claiming; in-flight tasks get ``grace`` seconds before they are released."""
         self._grace = grace
         self._stopping.set()
-        self._wake.set()
+        self._waker.wake_all()
         self._slot_free.set()
 
     _grace = 10.0
@@ -162,6 +246,7 @@ class Worker:
     # --- claiming -------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        look_ahead = True  # ask the table when the next delayed task is due
         while not self._stopping.is_set():
             free = self.concurrency - len(self._inflight)
             if free <= 0:
@@ -169,44 +254,58 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             want = min(free, self.batch)
-            self._wake.clear()
+            if self._waker.empty and not self._waker.take_pending():
+                look_ahead = await self._idle()
+                continue
+            self._waker.take_pending()
             try:
                 rows = await db.run(self.pool, "queue_claim", self.queue, want, self.worker_id, self.lease)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except db.DB_ERRORS as exc:
                 logger.warning("worker %s: claim failed: %s", self.queue, exc)
                 await self._sleep(1.0)
                 continue
             for row in rows:
                 self._start(row)
-            if len(rows) < want:
-                await self._idle(bool(rows))
+            if rows and rows[0]["more"]:
+                self._waker.wake_one()  # more are ready: let an idle worker help
+                continue
+            self._waker.empty = True
+            if len(rows) == want:
+                continue
+            if look_ahead and not rows:
+                await self._look_ahead()
+            look_ahead = await self._idle()
 
-    async def _idle(self, claimed_some: bool) -> None:
-        """Wait for a NOTIFY, a free slot (if busy), or the next delayed task."""
-        timeout = self.poll_interval
-        if not claimed_some:
-            try:
-                next_run = await db.run(self.pool, "queue_next_run_at", self.queue)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-                next_run = None
-            if next_run is not None:
-                delay = (next_run - datetime.now(next_run.tzinfo)).total_seconds()
-                timeout = max(0.0, min(timeout, delay + 0.001))
-        waits = [asyncio.ensure_future(self._wake.wait())]
+    async def _look_ahead(self) -> None:
+        try:
+            next_run = await db.run(self.pool, "queue_next_run_at", self.queue)
+        except db.DB_ERRORS:
+            return
+        if next_run is not None:
+            self._waker.note_due(next_run.timestamp())
+
+    async def _idle(self) -> bool:
+        """Wait for work; returns True when the wait ended by polling, not by a wake-up."""
+        if self._waker.take_pending():
+            return False
+        began = time.monotonic()
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._waker.wait(self.poll_interval))
+        ]
         if self._inflight:
             self._slot_free.clear()
             waits.append(asyncio.ensure_future(self._slot_free.wait()))
-        _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for fut in pending:
             fut.cancel()
+        polled = time.monotonic() - began >= self.poll_interval * 0.99
+        if polled:
+            self._waker.empty = False  # look again: leases expire and other apps write rows
+        return polled
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    def _on_tasks_notify(self, payload: str) -> None:
-        if payload == self.queue:
-            self._wake.set()
 
     def _on_cancel_notify(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
@@ -255,11 +354,13 @@ class Worker:
 
     async def _fail(self, task: Task, error: str, tb: str, *, cancelled: bool = False) -> None:
         delay = backoff_delay(task.attempt, self.backoff_base, self.backoff_cap)
+        if not cancelled and task.attempt < task.max_attempts:
+            self._waker.note_due(time.time() + delay)
         try:
             status = await db.run(
                 self.pool, "queue_fail", task.id, self.worker_id, error, tb, delay, cancelled
             )
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db.DB_ERRORS as exc:
             logger.warning(
                 "worker %s: could not record failure of task %s: %s (its lease will "
                 "expire and it runs again)",
@@ -298,7 +399,7 @@ class Worker:
                 await db.run(
                     self.pool, "queue_complete", ids, [_jsonable(r) for r in results], self.worker_id
                 )
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except db.DB_ERRORS as exc:
                 logger.warning(
                     "worker %s: could not record %d completions: %s; retrying", self.queue, len(ids), exc
                 )
@@ -316,7 +417,7 @@ class Worker:
                 rows = await db.run(
                     self.pool, "queue_renew", list(self._inflight), self.worker_id, self.lease
                 )
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except db.DB_ERRORS as exc:
                 logger.warning("worker %s: lease renewal failed: %s", self.queue, exc)
                 continue
             for row in rows:
@@ -338,7 +439,7 @@ class Worker:
         try:
             released = await db.run(self.pool, "queue_release", ids, self.worker_id)
             logger.info("worker %s: released %s unfinished task(s)", self.queue, released)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db.DB_ERRORS as exc:
             logger.warning(
                 "worker %s: could not release tasks %s: %s (their leases will expire)", self.queue, ids, exc
             )

@@ -50,12 +50,17 @@ CREATE TABLE bg.queues (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
--- One NOTIFY per statement and queue, naming the queue.
+-- One NOTIFY per statement and queue, naming the queue; for tasks that run
+-- later, a second one names when ("queue@epoch"), so idle workers wake then.
 CREATE FUNCTION bg._notify_tasks() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_notify('bg_tasks', q.queue) FROM (SELECT DISTINCT n.queue FROM new_rows n) q;
+    PERFORM pg_notify('bg_tasks', q.queue)
+    FROM (SELECT DISTINCT n.queue FROM new_rows n WHERE n.run_at <= now()) q;
+    PERFORM pg_notify('bg_tasks', d.queue || '@' || extract(epoch FROM d.due)::text)
+    FROM (SELECT n.queue, min(n.run_at) AS due FROM new_rows n WHERE n.run_at > now()
+          GROUP BY n.queue) d;
     RETURN NULL;
 END
 $$;
@@ -123,37 +128,48 @@ COMMENT ON FUNCTION bg.enqueue(text, jsonb, integer, timestamptz, text, integer,
 
 -- Claim up to `batch` tasks: expired leases first (their worker died), then the
 -- ready ones, highest priority first, then oldest. Respects bg.queues limits.
+-- Each row says whether more ready tasks remain, so a worker knows whether to
+-- wake another. Claims commit asynchronously: a crash can forget a claim made
+-- just before it, and the task simply runs again (delivery is at least once).
+CREATE TYPE bg.claimed_task AS (
+    id bigint, queue text, payload jsonb, priority integer, attempts integer,
+    max_attempts integer, timeout_s double precision, created_at timestamptz,
+    run_at timestamptz, more boolean
+);
+
 CREATE FUNCTION bg.claim_tasks(queue text, batch integer, worker text, lease_s double precision)
-RETURNS SETOF bg.tasks
+RETURNS SETOF bg.claimed_task
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_variable
+#variable_conflict use_column
 DECLARE
     cap integer;
-    slots integer := batch;
+    slots integer := claim_tasks.batch;
+    claimed bg.tasks[];
+    remaining boolean;
 BEGIN
-    SELECT q.concurrency_limit INTO cap FROM bg.queues q WHERE q.queue = queue;
+    PERFORM set_config('synchronous_commit', 'off', true);
+    SELECT q.concurrency_limit INTO cap FROM bg.queues q WHERE q.queue = claim_tasks.queue;
     IF cap IS NOT NULL THEN
         -- Serialise claims on limited queues only, so the count below stays true.
-        PERFORM pg_advisory_xact_lock(hashtext('bg.claim:' || queue));
+        PERFORM pg_advisory_xact_lock(hashtext('bg.claim:' || claim_tasks.queue));
         SELECT greatest(0, cap - count(*))::int INTO slots FROM bg.tasks t
-        WHERE t.queue = queue AND t.status = 'running' AND t.lease_until >= now();
-        slots := least(slots, batch);
+        WHERE t.queue = claim_tasks.queue AND t.status = 'running' AND t.lease_until >= now();
+        slots := least(slots, claim_tasks.batch);
         IF slots = 0 THEN
             RETURN;
         END IF;
     END IF;
-    RETURN QUERY
     WITH expired AS (
         SELECT t.id FROM bg.tasks t
-        WHERE t.queue = queue AND t.status = 'running' AND t.lease_until < now()
+        WHERE t.queue = claim_tasks.queue AND t.status = 'running' AND t.lease_until < now()
           AND t.attempts < t.max_attempts
         ORDER BY t.lease_until
         LIMIT slots
         FOR UPDATE SKIP LOCKED
     ), ready AS (
         SELECT t.id FROM bg.tasks t
-        WHERE t.queue = queue AND t.status = 'queued' AND t.run_at <= now()
+        WHERE t.queue = claim_tasks.queue AND t.status = 'queued' AND t.run_at <= now()
         ORDER BY t.priority DESC, t.run_at, t.id
         LIMIT slots
         FOR UPDATE SKIP LOCKED
@@ -162,31 +178,46 @@ BEGIN
                           UNION ALL SELECT r.id, 1 FROM ready r) p
         ORDER BY p.o
         LIMIT slots
+    ), updated AS (
+        UPDATE bg.tasks t
+        SET status = 'running', attempts = t.attempts + 1, locked_by = claim_tasks.worker,
+            lease_until = now() + make_interval(secs => claim_tasks.lease_s), started_at = now(),
+            cancel_requested = false
+        FROM picked
+        WHERE t.id = picked.id
+        RETURNING t.*
     )
-    UPDATE bg.tasks t
-    SET status = 'running', attempts = t.attempts + 1, locked_by = worker,
-        lease_until = now() + make_interval(secs => lease_s), started_at = now(),
-        cancel_requested = false
-    FROM picked
-    WHERE t.id = picked.id
-    RETURNING t.*;
+    SELECT array_agg(u ORDER BY u.priority DESC, u.run_at, u.id) INTO claimed FROM updated u;
+    IF claimed IS NULL THEN
+        RETURN;
+    END IF;
+    remaining := cardinality(claimed) = slots AND EXISTS (
+        SELECT 1 FROM bg.tasks t
+        WHERE t.queue = claim_tasks.queue AND t.status = 'queued' AND t.run_at <= now());
+    RETURN QUERY
+        SELECT c.id, c.queue, c.payload, c.priority, c.attempts, c.max_attempts, c.timeout_s,
+               c.created_at, c.run_at, remaining
+        FROM unnest(claimed) c;
 END
 $$;
 
 CREATE FUNCTION bg.complete_tasks(ids bigint[], results jsonb[], worker text) RETURNS integer
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH done AS (
-        UPDATE bg.tasks t
-        SET status = CASE WHEN t.cancel_requested THEN 'cancelled' ELSE 'done' END,
-            result = r.result, finished_at = now(), locked_by = NULL, lease_until = NULL
-        FROM unnest(ids, results) AS r(id, result)
-        WHERE t.id = r.id AND t.locked_by = worker AND t.status = 'running'
-        RETURNING 1
-    )
-    SELECT count(*)::int FROM done
+DECLARE
+    n integer;
+BEGIN
+    -- Asynchronous commit: a crash can forget a completion, and the task runs again.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE bg.tasks t
+    SET status = CASE WHEN t.cancel_requested THEN 'cancelled' ELSE 'done' END,
+        result = r.result, finished_at = now(), locked_by = NULL, lease_until = NULL
+    FROM unnest(ids, results) AS r(id, result)
+    WHERE t.id = r.id AND t.locked_by = worker AND t.status = 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
 $$;
-
 -- Record a failed attempt: retry after `retry_in_s`, or fail for good after max_attempts.
 CREATE FUNCTION bg.fail_task(
     task_id bigint, worker text, error text, traceback text, retry_in_s double precision,

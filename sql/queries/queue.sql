@@ -13,7 +13,7 @@ RETURNING id;
 
 -- name: queue_claim :many
 -- Claim up to $2 tasks of queue $1 for worker $3 with a lease of $4 seconds.
-SELECT id, queue, payload, priority, attempts, max_attempts, timeout_s, created_at, run_at
+SELECT id, queue, payload, priority, attempts, max_attempts, timeout_s, created_at, run_at, more
 FROM bg.claim_tasks($1, $2, $3, $4);
 
 -- name: queue_complete :val

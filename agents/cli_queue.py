@@ -1,0 +1,303 @@
+"""Queue and event commands: ``worker``, ``enqueue``, ``publish``, ``tasks``, ``schedule``.
+
+They are registered on the root group by :mod:`agents.cli`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from bus import schedules
+from bus.client import Bus
+from bus.config import Settings
+from bus.errors import BgError, InvalidArgument
+from bus.queue import STATUSES
+from bus.worker import Handler
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _with_bus(ctx: click.Context, work: Callable[[Bus], Coroutine[Any, Any, T]], listen: bool = False) -> T:
+    async def go() -> T:
+        async with Bus.connect(_settings(ctx), listen=listen) as bus:
+            return await work(bus)
+
+    return asyncio.run(go())
+
+
+def _json_arg(name: str, raw: str | None) -> Any:
+    if raw is None:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{name} is not valid JSON: {exc}", hint="quote it, e.g. '{\"n\": 1}'") from exc
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``package.module:function``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidArgument(
+            f"--handler {spec!r} is not package.module:function", hint="e.g. agents.demo:echo"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgument(
+            f"cannot import {module_name!r} for --handler: {exc}",
+            hint="is it installed, or on PYTHONPATH (run from its folder)?",
+        ) from exc
+    handler = getattr(module, attr, None)
+    if not callable(handler):
+        raise InvalidArgument(f"{module_name} has no function {attr!r} for --handler")
+    return handler  # type: ignore[no-any-return]
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the root group."""
+    for command in (worker, enqueue, publish, tasks, schedule):
+        cli.add_command(command)
+
+
+@click.command()
+@click.option("--queue", "-q", required=True, help="Queue to work on.")
+@click.option("--handler", "handler_spec", required=True, help="package.module:function to run.")
+@click.option("--concurrency", "-c", default=10, show_default=True, type=click.IntRange(1, 10000))
+@click.option(
+    "--batch", default=10, show_default=True, type=click.IntRange(1, 1000), help="Tasks claimed per query."
+)
+@click.option(
+    "--lease",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds a claim lasts unless renewed.",
+)
+@click.pass_context
+def worker(
+    ctx: click.Context, queue: str, handler_spec: str, concurrency: int, batch: int, lease: float
+) -> None:
+    """Run a worker for QUEUE with your handler until Ctrl-C or SIGTERM."""
+    handler = load_handler(handler_spec)
+
+    async def work(bus: Bus) -> None:
+        w = bus.worker(queue, handler, concurrency=concurrency, batch=batch, lease=lease)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, w.stop)
+        scheduler = asyncio.create_task(schedules.run_scheduler(bus.pool))
+        click.echo(
+            f"worker {w.worker_id} on queue {queue!r} (concurrency {concurrency}); Ctrl-C stops it", err=True
+        )
+        try:
+            await w.run()
+        finally:
+            scheduler.cancel()
+        click.echo(f"worker stopped after {w.processed} task(s)", err=True)
+
+    _with_bus(ctx, work, listen=True)
+
+
+@click.command()
+@click.argument("queue")
+@click.argument("payload", required=False)
+@click.option("--priority", default=0, type=int)
+@click.option("--delay", default=None, type=float, help="Seconds before it may run.")
+@click.option("--dedupe-key", default=None)
+@click.option("--max-attempts", default=5, type=int)
+@click.option("--timeout", default=None, type=float, help="Seconds a run may take.")
+@click.option("--wait", "wait_s", default=None, type=float, help="Wait this long for the result.")
+@click.pass_context
+def enqueue(
+    ctx: click.Context,
+    queue: str,
+    payload: str | None,
+    priority: int,
+    delay: float | None,
+    dedupe_key: str | None,
+    max_attempts: int,
+    timeout: float | None,
+    wait_s: float | None,
+) -> None:
+    """Add a task to QUEUE with a JSON PAYLOAD; prints its id (or its result with --wait)."""
+    data = _json_arg("PAYLOAD", payload)
+
+    async def work(bus: Bus) -> None:
+        task_id = await bus.queue.enqueue(
+            queue,
+            data,
+            priority=priority,
+            delay=delay,
+            dedupe_key=dedupe_key,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )
+        click.echo(task_id)
+        if wait_s is not None:
+            click.echo(json.dumps(await bus.queue.result(task_id, timeout=wait_s)))
+
+    _with_bus(ctx, work)
+
+
+@click.command()
+@click.argument("channel")
+@click.argument("payload", required=False)
+@click.pass_context
+def publish(ctx: click.Context, channel: str, payload: str | None) -> None:
+    """Publish an event with a JSON PAYLOAD on CHANNEL; prints its id."""
+    data = _json_arg("PAYLOAD", payload)
+    click.echo(_with_bus(ctx, lambda bus: bus.publish(channel, data, source="bgagents")))
+
+
+status_option = click.option("--status", type=click.Choice(STATUSES), default=None)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--queue", "-q", default=None)
+@status_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.pass_context
+def tasks(ctx: click.Context, queue: str | None, status: str | None, limit: int) -> None:
+    """List tasks by queue and status (subcommands: show, retry, cancel)."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def work(bus: Bus) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return await bus.queue.stats(), await bus.queue.list_tasks(queue, status, limit)
+
+    stats, rows = _with_bus(ctx, work)
+    click.echo(f"{'queue':<20} {'status':<10} {'tasks':>8}  oldest ready")
+    for s in stats:
+        if queue and s["queue"] != queue:
+            continue
+        age = s["oldest_ready_age_s"]
+        click.echo(
+            f"{s['queue']:<20} {s['status']:<10} {s['tasks']:>8}  {'' if age is None else f'{age:.1f}s'}"
+        )
+    click.echo()
+    click.echo(f"{'id':>8} {'queue':<16} {'status':<10} {'try':>5}  created              error")
+    for r in rows:
+        error = (r["last_error"] or "").splitlines()[0][:50] if r["last_error"] else ""
+        click.echo(
+            f"{r['id']:>8} {r['queue']:<16} {r['status']:<10} "
+            f"{r['attempts']:>2}/{r['max_attempts']:<2}  "
+            f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {error}"
+        )
+
+
+@tasks.command("show")
+@click.argument("task_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tasks_show(ctx: click.Context, task_id: int, as_json: bool) -> None:
+    """Show one task, with its traceback."""
+    row = _with_bus(ctx, lambda bus: bus.queue.get(task_id))
+    if as_json:
+        click.echo(json.dumps(row, default=str))
+        return
+    for key, value in row.items():
+        if key != "last_traceback":
+            click.echo(
+                f"{key:<16} {json.dumps(value, default=str) if key in ('payload', 'result') else value}"
+            )
+    if row["last_traceback"]:
+        click.echo("\n" + row["last_traceback"])
+
+
+def _one_or_all(task_id: int | None, all_: bool) -> None:
+    if (task_id is None) == (not all_):
+        raise InvalidArgument("give a TASK_ID or --all (with --queue/--status filters), not both")
+
+
+@tasks.command("retry")
+@click.argument("task_id", type=int, required=False)
+@click.option("--all", "all_", is_flag=True, help="Every task matching the filters.")
+@click.option("--queue", "-q", default=None)
+@click.option("--status", type=click.Choice(["failed", "cancelled"]), default="failed", show_default=True)
+@click.pass_context
+def tasks_retry(ctx: click.Context, task_id: int | None, all_: bool, queue: str | None, status: str) -> None:
+    """Put a failed (or cancelled) task, or all that match, back in the queue."""
+    _one_or_all(task_id, all_)
+    if task_id is not None:
+        if not _with_bus(ctx, lambda bus: bus.queue.retry(task_id)):
+            raise BgError(f"task {task_id} is not failed or cancelled (or does not exist)")
+        click.echo(f"task {task_id} re-queued")
+        return
+    count = _with_bus(ctx, lambda bus: bus.queue.retry_all(queue, status))
+    click.echo(f"{count} task(s) re-queued")
+
+
+@tasks.command("cancel")
+@click.argument("task_id", type=int, required=False)
+@click.option("--all", "all_", is_flag=True, help="Every task matching the filters.")
+@click.option("--queue", "-q", default=None)
+@click.option("--status", type=click.Choice(["queued", "running"]), default="queued", show_default=True)
+@click.pass_context
+def tasks_cancel(ctx: click.Context, task_id: int | None, all_: bool, queue: str | None, status: str) -> None:
+    """Cancel a task (running ones are asked to stop), or all that match."""
+    _one_or_all(task_id, all_)
+    if task_id is not None:
+        outcome = _with_bus(ctx, lambda bus: bus.queue.cancel(task_id))
+        if outcome is None:
+            raise BgError(f"no task {task_id}")
+        click.echo(f"task {task_id}: {outcome}")
+        return
+    count = _with_bus(ctx, lambda bus: bus.queue.cancel_all(queue, status))
+    click.echo(f"{count} task(s) cancelled or asked to stop")
+
+
+@click.group()
+def schedule() -> None:
+    """Cron-style periodic tasks (UTC)."""
+
+
+@schedule.command("add")
+@click.argument("name")
+@click.argument("cron")
+@click.option("--queue", "-q", required=True)
+@click.option("--payload", default=None, help="JSON payload of each task.")
+@click.option("--priority", default=0, type=int)
+@click.pass_context
+def schedule_add(
+    ctx: click.Context, name: str, cron: str, queue: str, payload: str | None, priority: int
+) -> None:
+    """Add or replace schedule NAME, e.g. `bgagents schedule add nightly '0 3 * * *' -q reports`."""
+    data = _json_arg("--payload", payload)
+    first = _with_bus(ctx, lambda bus: schedules.add(bus.pool, name, cron, queue, data, priority))
+    click.echo(f"schedule {name!r}: first run {first:%Y-%m-%d %H:%M} UTC")
+
+
+@schedule.command("list")
+@click.pass_context
+def schedule_list(ctx: click.Context) -> None:
+    """List schedules with their next run."""
+    rows = _with_bus(ctx, lambda bus: schedules.list_all(bus.pool))
+    click.echo(f"{'name':<24} {'cron':<16} {'queue':<16} next run (UTC)")
+    for r in rows:
+        click.echo(
+            f"{r['name']:<24} {r['cron']:<16} {r['queue']:<16} {r['next_run']:%Y-%m-%d %H:%M}"
+            f"{'' if r['enabled'] else '  (disabled)'}"
+        )
+
+
+@schedule.command("remove")
+@click.argument("name")
+@click.pass_context
+def schedule_remove(ctx: click.Context, name: str) -> None:
+    """Remove schedule NAME."""
+    if not _with_bus(ctx, lambda bus: schedules.remove(bus.pool, name)):
+        raise BgError(f"no schedule {name!r}", hint="see `bgagents schedule list`")
+    click.echo(f"schedule {name!r} removed")
