@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -59,6 +60,10 @@ async def bench_database(settings: Settings) -> str:
     return bench_url
 
 
+def _noop() -> None:
+    """The sync half of the "mixed" workload."""
+
+
 class _Recorder:
     """Counts no-op jobs and their latency from enqueue to start."""
 
@@ -69,6 +74,8 @@ class _Recorder:
         self.reached = asyncio.Event()
 
     async def handler(self, task: Task) -> None:
+        if task.payload.get("sync"):
+            await asyncio.to_thread(_noop)
         self.latencies.append((time.time() - task.payload["t"]) * 1000)
         self.count += 1
         if self.target is not None and self.count >= self.target:
@@ -86,8 +93,16 @@ async def run_ours(
     dequeue_batch: int,
     seconds: float,
     drain: int,
+    workload: str = "async",
 ) -> dict[str, float]:
     """Our queue in PGQueuer's benchmark shape: no-op handlers, N enqueuers, M workers."""
+
+    def payloads(n: int) -> list[dict[str, Any]]:
+        t = time.time()
+        if workload == "mixed":
+            return [{"t": t, "sync": random.random() < 0.5} for _ in range(n)]
+        return [{"t": t}] * n
+
     pool_size = max(10, dequeuers * 2 + enqueuers + 4)
     bench_settings = Settings(
         **{**settings.__dict__, "database_url": url, "pool_min": 2, "pool_max": pool_size}
@@ -102,7 +117,7 @@ async def run_ours(
         if mode == "drain":
             for start in range(0, drain, 1000):
                 size = min(1000, drain - start)
-                await bus.queue.enqueue_many(BENCH_QUEUE, [{"t": time.time()}] * size)
+                await bus.queue.enqueue_many(BENCH_QUEUE, payloads(size))
             await bus.pool.execute("ANALYZE bg.tasks")
             recorder.target = drain
             began = time.perf_counter()
@@ -119,7 +134,7 @@ async def run_ours(
 
             async def enqueuer() -> None:
                 while not stop.is_set():
-                    await bus.queue.enqueue_many(BENCH_QUEUE, [{"t": time.time()}] * enqueue_batch)
+                    await bus.queue.enqueue_many(BENCH_QUEUE, payloads(enqueue_batch))
 
             feeders = [asyncio.create_task(enqueuer()) for _ in range(enqueuers)]
             before = recorder.count
@@ -219,6 +234,14 @@ def bench() -> None:
     default=None,
     help="Run PGQueuer in the same shape in the same run.",
 )
+@click.option(
+    "--workload",
+    type=click.Choice(["async", "mixed"]),
+    default="async",
+    show_default=True,
+    help="async: no-op async handlers; mixed: half sync (run in a thread), half async, "
+    "as PGQueuer's own benchmark tool does.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @click.pass_context
 def bench_queue(
@@ -230,6 +253,7 @@ def bench_queue(
     seconds: float,
     drain: int | None,
     compare: str | None,
+    workload: str,
     as_json: bool,
 ) -> None:
     """Queue throughput (default) or drain time, optionally against PGQueuer."""
@@ -243,6 +267,7 @@ def bench_queue(
         dequeue_batch=dequeue_batch,
         seconds=seconds,
         drain=drain or 0,
+        workload=workload,
     )
 
     async def go() -> dict[str, Any]:

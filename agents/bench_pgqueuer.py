@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,8 +53,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ENTRYPOINT", "run_pgqueuer"]
 
-#: The entrypoint every benchmark job is enqueued to.
+#: The entrypoint every benchmark job is enqueued to (workload "async").
 ENTRYPOINT = "bench_noop"
+#: PGQueuer's own benchmark tool splits jobs between a sync and an async no-op
+#: entrypoint (workload "mixed"); sync entrypoints run in a thread.
+MIXED_ENTRYPOINTS = ("syncfetch", "asyncfetch")
 
 # Rows per INSERT when pre-filling the queue for drain mode.
 _PREFILL_CHUNK = 1000
@@ -126,9 +130,17 @@ async def _prepare(queries: Queries) -> None:
     await queries.clear_schedule()
 
 
-async def _enqueue_batch(queries: Queries, size: int) -> None:
+async def _enqueue_batch(queries: Queries, size: int, workload: str = "async") -> None:
     stamp = _stamp()
-    await queries.enqueue([ENTRYPOINT] * size, [stamp] * size, [0] * size)
+    if workload == "mixed":
+        names = [random.choice(MIXED_ENTRYPOINTS) for _ in range(size)]
+    else:
+        names = [ENTRYPOINT] * size
+    await queries.enqueue(names, [stamp] * size, [0] * size)
+
+
+def _sync_noop() -> None:
+    """The sync half of the "mixed" workload."""
 
 
 def _make_manager(queries: Queries, recorder: _Recorder) -> QueueManager:
@@ -140,6 +152,17 @@ def _make_manager(queries: Queries, recorder: _Recorder) -> QueueManager:
     # handler takes no Context rather than let PGQueuer inspect the signature.
     @qm.entrypoint(ENTRYPOINT, accepts_context=False)
     async def noop(job: Job) -> None:
+        recorder.record(job.payload)
+
+    @qm.entrypoint(MIXED_ENTRYPOINTS[1], accepts_context=False)
+    async def asyncfetch(job: Job) -> None:
+        recorder.record(job.payload)
+
+    # PGQueuer 1.6 runs async entrypoints only; its tool's sync no-op becomes a
+    # thread hop, which is what it did inside PGQueuer before.
+    @qm.entrypoint(MIXED_ENTRYPOINTS[0], accepts_context=False)
+    async def syncfetch(job: Job) -> None:
+        await asyncio.to_thread(_sync_noop)
         recorder.record(job.payload)
 
     return qm
@@ -182,10 +205,10 @@ async def _stop_managers(managers: list[QueueManager], tasks: list[asyncio.Task[
             raise RuntimeError("a PGQueuer QueueManager failed") from exc
 
 
-async def _enqueue_loop(queries: Queries, batch: int, stop: asyncio.Event) -> int:
+async def _enqueue_loop(queries: Queries, batch: int, stop: asyncio.Event, workload: str) -> int:
     sent = 0
     while not stop.is_set():
-        await _enqueue_batch(queries, batch)
+        await _enqueue_batch(queries, batch, workload)
         sent += batch
     return sent
 
@@ -219,6 +242,7 @@ async def run_pgqueuer(
     dequeue_batch: int = 10,
     seconds: float = 15.0,
     drain: int = 50000,
+    workload: str = "async",
 ) -> dict[str, float]:
     """Benchmark PGQueuer at *dsn*.
 
@@ -253,7 +277,9 @@ async def run_pgqueuer(
 
                 stop = asyncio.Event()
                 started = time.perf_counter()
-                loops = [asyncio.create_task(_enqueue_loop(q, enqueue_batch, stop)) for q in producers]
+                loops = [
+                    asyncio.create_task(_enqueue_loop(q, enqueue_batch, stop, workload)) for q in producers
+                ]
                 try:
                     done, _ = await asyncio.wait(loops, timeout=seconds)
                     for loop in done:  # an enqueuer can only finish early by failing
@@ -276,7 +302,7 @@ async def run_pgqueuer(
             remaining = drain
             while remaining > 0:
                 size = min(_PREFILL_CHUNK, remaining)
-                await _enqueue_batch(filler, size)
+                await _enqueue_batch(filler, size, workload)
                 remaining -= size
             logger.info(
                 "pgqueuer drain: enqueued %d jobs in %.2fs", drain, time.perf_counter() - prefill_started

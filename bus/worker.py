@@ -188,6 +188,9 @@ class Worker:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         worker_id: str | None = None,
+        gather_delay: float = 0.002,
+        flush_size: int = 100,
+        flush_delay: float = 0.01,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be at least 1")
@@ -202,6 +205,9 @@ class Worker:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.worker_id = worker_id or make_worker_id()
+        self.gather_delay = gather_delay
+        self.flush_size = flush_size
+        self.flush_delay = flush_delay
         self.processed = 0
         self._is_async = inspect.iscoroutinefunction(handler)
         self._inflight: dict[int, tuple[Task, asyncio.Task[None]]] = {}
@@ -253,6 +259,9 @@ class Worker:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            if free < self.batch and self._inflight and not self._waker.empty:
+                await self._gather_slots()
+                free = self.concurrency - len(self._inflight)
             want = min(free, self.batch)
             if self._waker.empty and not self._waker.take_pending():
                 look_ahead = await self._idle()
@@ -276,6 +285,20 @@ class Worker:
                 await self._look_ahead()
             look_ahead = await self._idle()
 
+    async def _gather_slots(self) -> None:
+        """Let more slots free up for a moment, so claims stay batched.
+
+        Without this, handlers finishing one by one turn into claims of one task each.
+        """
+        deadline = time.monotonic() + self.gather_delay
+        while self.concurrency - len(self._inflight) < self.batch and self._inflight:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), remaining)
+
     async def _look_ahead(self) -> None:
         try:
             next_run = await db.run(self.pool, "queue_next_run_at", self.queue)
@@ -289,9 +312,7 @@ class Worker:
         if self._waker.take_pending():
             return False
         began = time.monotonic()
-        waits: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(self._waker.wait(self.poll_interval))
-        ]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._waker.wait(self.poll_interval))]
         if self._inflight:
             self._slot_free.clear()
             waits.append(asyncio.ensure_future(self._slot_free.wait()))
@@ -346,7 +367,8 @@ class Worker:
             await self._fail(task, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         else:
             self._done.append((task.id, result))
-            self._done_ready.set()
+            if len(self._done) == 1 or len(self._done) >= self.flush_size:
+                self._done_ready.set()
         finally:
             self._inflight.pop(task.id, None)
             self.processed += 1
@@ -382,9 +404,18 @@ class Worker:
     # --- completions and leases -----------------------------------------------------
 
     async def _flush_loop(self) -> None:
+        """Record completions in batches: up to ``flush_size`` rows or ``flush_delay`` old."""
         while not self._stopping.is_set():
             await self._done_ready.wait()
             self._done_ready.clear()
+            deadline = time.monotonic() + self.flush_delay
+            while len(self._done) < self.flush_size and not self._stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._done_ready.wait(), remaining)
+                self._done_ready.clear()
             await self._flush()
 
     async def _flush(self) -> None:

@@ -145,8 +145,6 @@ AS $$
 DECLARE
     cap integer;
     slots integer := claim_tasks.batch;
-    claimed bg.tasks[];
-    remaining boolean;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     SELECT q.concurrency_limit INTO cap FROM bg.queues q WHERE q.queue = claim_tasks.queue;
@@ -160,6 +158,7 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    RETURN QUERY
     WITH expired AS (
         SELECT t.id FROM bg.tasks t
         WHERE t.queue = claim_tasks.queue AND t.status = 'running' AND t.lease_until < now()
@@ -185,19 +184,20 @@ BEGIN
             cancel_requested = false
         FROM picked
         WHERE t.id = picked.id
-        RETURNING t.*
+        RETURNING t.id, t.queue, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s,
+                  t.created_at, t.run_at
     )
-    SELECT array_agg(u ORDER BY u.priority DESC, u.run_at, u.id) INTO claimed FROM updated u;
-    IF claimed IS NULL THEN
-        RETURN;
-    END IF;
-    remaining := cardinality(claimed) = slots AND EXISTS (
-        SELECT 1 FROM bg.tasks t
-        WHERE t.queue = claim_tasks.queue AND t.status = 'queued' AND t.run_at <= now());
-    RETURN QUERY
-        SELECT c.id, c.queue, c.payload, c.priority, c.attempts, c.max_attempts, c.timeout_s,
-               c.created_at, c.run_at, remaining
-        FROM unnest(claimed) c;
+    SELECT u.id, u.queue, u.payload, u.priority, u.attempts, u.max_attempts, u.timeout_s,
+           u.created_at, u.run_at,
+           (SELECT count(*) FROM picked) = slots AND EXISTS (
+               -- the same index order as `ready`, so this is one index probe
+               SELECT 1 FROM bg.tasks t
+               WHERE t.queue = claim_tasks.queue AND t.status = 'queued' AND t.run_at <= now()
+                 AND t.id NOT IN (SELECT p.id FROM picked p)
+               ORDER BY t.priority DESC, t.run_at, t.id
+               LIMIT 1)
+    FROM updated u
+    ORDER BY u.priority DESC, u.run_at, u.id;
 END
 $$;
 
