@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bus import schedules
+from bus import maintenance, schedules
 from bus.client import Bus
 from bus.config import Settings
 from bus.errors import BgError, InvalidArgument
@@ -98,14 +98,18 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, w.stop)
-        scheduler = asyncio.create_task(schedules.run_scheduler(bus.pool))
+        background = [
+            asyncio.create_task(schedules.run_scheduler(bus.pool)),
+            asyncio.create_task(maintenance.run_forever(bus.pool, bus.settings)),
+        ]
         click.echo(
             f"worker {w.worker_id} on queue {queue!r} (concurrency {concurrency}); Ctrl-C stops it", err=True
         )
         try:
             await w.run()
         finally:
-            scheduler.cancel()
+            for job in background:
+                job.cancel()
         click.echo(f"worker stopped after {w.processed} task(s)", err=True)
 
     _with_bus(ctx, work, listen=True)

@@ -139,6 +139,20 @@ SETTINGS: tuple[Spec, ...] = (
         None,
         "Token the web server requires; needed to bind beyond 127.0.0.1.",
     ),
+    Spec(
+        "BGAGENTS_EVENT_RETENTION_DAYS",
+        "event_retention_days",
+        _float_positive,
+        "7",
+        "Days events are kept; older cursors get a reset signal.",
+    ),
+    Spec(
+        "BGAGENTS_TASK_RETENTION_DAYS",
+        "task_retention_days",
+        _float_positive,
+        "7",
+        "Days finished tasks (done, failed, cancelled) are kept.",
+    ),
     Spec("BGAGENTS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
 )
 
@@ -157,6 +171,8 @@ class Settings:
     host: str
     port: int
     token: str | None
+    event_retention_days: float
+    task_retention_days: float
     log_level: str
 
     @property
