@@ -157,6 +157,17 @@ async def connect(settings: Settings, url: str | None = None) -> Connection:
     return conn
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Release a connection to the pool without asyncpg's reset query.
+
+    By default every release sends ``RESET ALL; UNLISTEN *; CLOSE ALL;
+    pg_advisory_unlock_all()``: one more round trip for every query. Our pooled
+    connections never keep session state (LISTEN and session locks use their own
+    connections, settings are ``SET LOCAL``), and asyncpg still rolls back an
+    open transaction before this runs.
+    """
+
+
 async def create_pool(settings: Settings, url: str | None = None) -> Pool:
     """Create the asyncpg pool with the configured size and connection init."""
     url = url or resolve_url(settings)
@@ -166,6 +177,7 @@ async def create_pool(settings: Settings, url: str | None = None) -> Pool:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             init=_init_connection,
+            reset=_keep_session,
             **_connect_kwargs(settings),
         )
     except _CONNECT_ERRORS as exc:

@@ -52,6 +52,7 @@ class Notifier:
         self._task: asyncio.Task[None] | None = None
         self._ping_channel = f"bg_ping_{secrets.token_hex(6)}"
         self._pong = asyncio.Event()
+        self._conn_lock = asyncio.Lock()  # asyncpg runs one operation at a time per connection
         self._lost = asyncio.Event()
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -134,18 +135,29 @@ class Notifier:
         conn = await db.connect(self._settings, self._url or db.listen_url(self._settings))
         self._lost.clear()
         conn.add_termination_listener(lambda _conn: self._lost.set())
-        try:
-            await conn.add_listener(self._ping_channel, self._on_ping)
-            for channel in list(self._callbacks):
-                await conn.add_listener(channel, self._dispatch)
-        except (asyncpg.PostgresError, OSError) as exc:
-            await conn.close()
-            raise BgError(f"notifier could not LISTEN: {exc}") from exc
-        self._conn = conn
+        async with self._conn_lock:
+            # Set first: a listen() from now on queues its own LISTEN behind this lock.
+            self._conn = conn
+            try:
+                await conn.add_listener(self._ping_channel, self._on_ping)
+                for channel in list(self._callbacks):
+                    await conn.add_listener(channel, self._dispatch)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                self._conn = None
+                await conn.close()
+                raise BgError(f"notifier could not LISTEN: {exc}") from exc
 
     async def _add_listener(self, conn: asyncpg.Connection, channel: str) -> None:
-        with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
-            await conn.add_listener(channel, self._dispatch)
+        async with self._conn_lock:
+            current = self._conn
+            if current is None or current is not conn:
+                return  # reconnected meanwhile: _connect listened on every channel
+            try:
+                await current.add_listener(channel, self._dispatch)
+            except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError) as exc:
+                # The connection is failing; the watchdog reconnects and LISTENs again.
+                logger.warning("notifier: LISTEN %s failed: %s", channel, exc)
+                self._lost.set()
 
     async def _watch(self) -> None:
         """Return when the connection is lost or stops answering pings."""
@@ -165,10 +177,11 @@ class Notifier:
         assert self._conn is not None
         self._pong.clear()
         try:
-            await asyncio.wait_for(
-                self._conn.execute("SELECT pg_notify($1, 'ping')", self._ping_channel),
-                timeout=self._ping_timeout,
-            )
+            async with self._conn_lock:
+                await asyncio.wait_for(
+                    self._conn.execute("SELECT pg_notify($1, 'ping')", self._ping_channel),
+                    timeout=self._ping_timeout,
+                )
             await asyncio.wait_for(self._pong.wait(), timeout=self._ping_timeout)
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             return False

@@ -100,18 +100,19 @@ class Queue:
         """Add many tasks to one queue in one statement; returns the new ids."""
         if dedupe_keys is not None and len(dedupe_keys) != len(payloads):
             raise InvalidArgument("dedupe_keys must have one entry per payload")
+        args: list[Any] = [
+            queue,
+            [p if p is not None else {} for p in payloads],
+            options.priority,
+            options.run_at,
+            options.max_attempts,
+            options.timeout,
+        ]
         try:
-            rows = await db.run(
-                self._pool,
-                "queue_enqueue_many",
-                queue,
-                [p if p is not None else {} for p in payloads],
-                options.priority,
-                options.run_at,
-                options.max_attempts,
-                options.timeout,
-                list(dedupe_keys or [None] * len(payloads)),
-            )
+            if dedupe_keys is None:
+                rows = await db.run(self._pool, "queue_enqueue_many_plain", *args)
+            else:
+                rows = await db.run(self._pool, "queue_enqueue_many", *args, list(dedupe_keys))
         except asyncpg.CheckViolationError as exc:
             raise InvalidArgument(
                 f"bad task option for queue {queue!r}: {exc.constraint_name}",

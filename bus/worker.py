@@ -133,14 +133,23 @@ class QueueWaker:
         pending, self._pending = self._pending, False
         return pending
 
-    async def wait(self, timeout: float) -> None:
-        """Sleep until woken, or ``timeout`` seconds, or the next due task."""
+    def _due_now(self) -> bool:
+        """Whether the next delayed task is due; if so, forget it and look again."""
+        if self.next_due is None or self.next_due > time.time():
+            return False
+        self.next_due = None
+        self.empty = False
+        return True
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleep until woken, or ``timeout`` seconds, or the next due task.
+
+        Returns True when a delayed task fell due (look in the table for the next one).
+        """
+        if self._due_now():
+            return True
         if self.next_due is not None:
-            until_due = self.next_due - time.time()
-            if until_due <= 0:
-                self.next_due = None
-                return
-            timeout = min(timeout, until_due + 0.001)
+            timeout = min(timeout, self.next_due - time.time() + 0.001)
         event = asyncio.Event()
         self._idle.append(event)
         try:
@@ -149,6 +158,7 @@ class QueueWaker:
         finally:
             with contextlib.suppress(ValueError):
                 self._idle.remove(event)
+        return self._due_now()
 
 
 _wakers: weakref.WeakKeyDictionary[Notifier, dict[str, QueueWaker]] = weakref.WeakKeyDictionary()
@@ -281,7 +291,7 @@ class Worker:
             self._waker.empty = True
             if len(rows) == want:
                 continue
-            if look_ahead and not rows:
+            if look_ahead:
                 await self._look_ahead()
             look_ahead = await self._idle()
 
@@ -308,11 +318,13 @@ class Worker:
             self._waker.note_due(next_run.timestamp())
 
     async def _idle(self) -> bool:
-        """Wait for work; returns True when the wait ended by polling, not by a wake-up."""
+        """Wait for work; returns True when the wait ended by polling or a due time,
+        after which the worker asks the table when the next delayed task is due."""
         if self._waker.take_pending():
             return False
         began = time.monotonic()
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._waker.wait(self.poll_interval))]
+        sleeper = asyncio.ensure_future(self._waker.wait(self.poll_interval))
+        waits: list[asyncio.Future[Any]] = [sleeper, asyncio.ensure_future(self._stopping.wait())]
         if self._inflight:
             self._slot_free.clear()
             waits.append(asyncio.ensure_future(self._slot_free.wait()))
@@ -322,7 +334,8 @@ class Worker:
         polled = time.monotonic() - began >= self.poll_interval * 0.99
         if polled:
             self._waker.empty = False  # look again: leases expire and other apps write rows
-        return polled
+        fell_due = sleeper.done() and not sleeper.cancelled() and sleeper.result()
+        return polled or bool(fell_due)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -201,6 +201,15 @@ BEGIN
 END
 $$;
 
+-- Finished tasks free slots of limited queues: wake their workers, which would
+-- otherwise only notice at their next poll.
+CREATE FUNCTION bg._slots_freed(queues text[]) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('bg_tasks', q.queue) FROM bg.queues q
+    WHERE q.concurrency_limit IS NOT NULL AND q.queue = ANY (queues)
+$$;
+
 CREATE FUNCTION bg.complete_tasks(ids bigint[], results jsonb[], worker text) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -209,12 +218,17 @@ DECLARE
 BEGIN
     -- Asynchronous commit: a crash can forget a completion, and the task runs again.
     PERFORM set_config('synchronous_commit', 'off', true);
-    UPDATE bg.tasks t
-    SET status = CASE WHEN t.cancel_requested THEN 'cancelled' ELSE 'done' END,
-        result = r.result, finished_at = now(), locked_by = NULL, lease_until = NULL
-    FROM unnest(ids, results) AS r(id, result)
-    WHERE t.id = r.id AND t.locked_by = worker AND t.status = 'running';
-    GET DIAGNOSTICS n = ROW_COUNT;
+    WITH finished AS (
+        UPDATE bg.tasks t
+        SET status = CASE WHEN t.cancel_requested THEN 'cancelled' ELSE 'done' END,
+            result = r.result, finished_at = now(), locked_by = NULL, lease_until = NULL
+        FROM unnest(ids, results) AS r(id, result)
+        WHERE t.id = r.id AND t.locked_by = worker AND t.status = 'running'
+        RETURNING t.queue
+    ), counted AS (
+        SELECT count(*) AS n, array_agg(DISTINCT f.queue) AS queues FROM finished f
+    )
+    SELECT c.n, bg._slots_freed(c.queues) INTO n FROM counted c;
     RETURN n;
 END
 $$;
@@ -223,8 +237,12 @@ CREATE FUNCTION bg.fail_task(
     task_id bigint, worker text, error text, traceback text, retry_in_s double precision,
     cancelled boolean DEFAULT false
 ) RETURNS text
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    new_status text;
+    q text;
+BEGIN
     UPDATE bg.tasks t
     SET status = CASE WHEN cancelled OR t.cancel_requested THEN 'cancelled'
                       WHEN t.attempts >= t.max_attempts THEN 'failed'
@@ -235,7 +253,12 @@ AS $$
                            THEN now() END,
         last_error = error, last_traceback = traceback, locked_by = NULL, lease_until = NULL
     WHERE t.id = task_id AND t.locked_by = worker AND t.status = 'running'
-    RETURNING t.status
+    RETURNING t.status, t.queue INTO new_status, q;
+    IF q IS NOT NULL THEN
+        PERFORM bg._slots_freed(ARRAY[q]);
+    END IF;
+    RETURN new_status;
+END
 $$;
 
 -- Extend the leases of a worker's running tasks; report which were asked to cancel.

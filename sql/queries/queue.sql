@@ -11,6 +11,13 @@ ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('que
 DO NOTHING
 RETURNING id;
 
+-- name: queue_enqueue_many_plain :many
+-- Add many tasks of one queue without dedupe keys: no conflict check, so cheaper.
+INSERT INTO bg.tasks (queue, payload, priority, run_at, max_attempts, timeout_s)
+SELECT $1, p, $3, coalesce($4, now()), $5, $6
+FROM unnest($2::jsonb[]) AS u(p)
+RETURNING id;
+
 -- name: queue_claim :many
 -- Claim up to $2 tasks of queue $1 for worker $3 with a lease of $4 seconds.
 SELECT id, queue, payload, priority, attempts, max_attempts, timeout_s, created_at, run_at, more
@@ -38,7 +45,7 @@ SELECT bg.rescue_expired();
 
 -- name: queue_next_run_at :val
 -- When the next delayed task of queue $1 becomes runnable (NULL: none).
-SELECT min(run_at) FROM bg.tasks WHERE queue = $1 AND status = 'queued';
+SELECT min(run_at) FROM bg.tasks WHERE queue = $1 AND status = 'queued' AND run_at > now();
 
 -- name: queue_get :one
 -- One task with everything about it.
