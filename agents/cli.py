@@ -263,9 +263,10 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 def _register_commands() -> None:
-    from agents import bench, cli_queue
+    from agents import bench, cli_agents, cli_queue
 
     cli_queue.register(cli)
+    cli_agents.register(cli)
     cli.add_command(bench.bench)
 
 

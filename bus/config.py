@@ -153,6 +153,13 @@ SETTINGS: tuple[Spec, ...] = (
         "7",
         "Days finished tasks (done, failed, cancelled) are kept.",
     ),
+    Spec(
+        "BGAGENTS_MONITORING_FILE",
+        "monitoring_file",
+        _absolute_path,
+        None,
+        "Your own monitoring.yml (intervals, thresholds, alert rules). Unset: the built-in one.",
+    ),
     Spec("BGAGENTS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
 )
 
@@ -173,6 +180,7 @@ class Settings:
     token: str | None
     event_retention_days: float
     task_retention_days: float
+    monitoring_file: Path | None
     log_level: str
 
     @property

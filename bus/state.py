@@ -110,3 +110,26 @@ class SharedState:
                 for r in tables
             ],
         }
+
+    async def get_system_health(self) -> dict[str, Any]:
+        """Agents (status, health, last beat, pid, host), firing alerts and a summary.
+
+        ``healthy`` is true when every live instance is up (or paused) and no
+        alert fires; it is what ``bgagents status`` and ``/api/health`` report.
+        """
+        agents = [dict(r) for r in await db.run(self._pool, "agent_status_all")]
+        alerts = [dict(r) for r in await db.run(self._pool, "alerts_firing")]
+        counts = dict(await db.run(self._pool, "health_summary"))
+        healthy = counts["down"] == 0 and counts["late"] == 0 and counts["firing"] == 0
+        for agent in agents:
+            for key in ("last_beat_at", "started_at"):
+                if agent[key] is not None:
+                    agent[key] = agent[key].isoformat()
+            agent["beat_age_s"] = (
+                None if agent["beat_age_s"] is None else round(float(agent["beat_age_s"]), 1)
+            )
+        for alert in alerts:
+            for key in ("fired_at", "ack_expires_at"):
+                if alert[key] is not None:
+                    alert[key] = alert[key].isoformat()
+        return {"healthy": healthy, "summary": counts, "agents": agents, "alerts": alerts}

@@ -259,6 +259,17 @@ class Worker:
 
     _grace = 10.0
 
+    def pause(self) -> None:
+        """Stop claiming new tasks; running ones finish."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Claim tasks again after :meth:`pause`."""
+        self._paused = False
+        self._waker.wake_all()
+
+    _paused = False
+
     # --- claiming -------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
@@ -273,7 +284,7 @@ class Worker:
                 await self._gather_slots()
                 free = self.concurrency - len(self._inflight)
             want = min(free, self.batch)
-            if self._waker.empty and not self._waker.take_pending():
+            if self._paused or (self._waker.empty and not self._waker.take_pending()):
                 look_ahead = await self._idle()
                 continue
             self._waker.take_pending()

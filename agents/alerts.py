@@ -1,0 +1,164 @@
+"""The alert machinery shared by the heartbeat and performance agents.
+
+An alert is keyed by a fingerprint of its rule and labels, so the same
+condition never opens two alerts. Each evaluation hands :class:`AlertBook` the
+conditions that hold now; the book opens them as ``pending``, fires them once
+they held for the rule's ``for`` duration, and resolves the ones that no longer
+hold. Notifications (an event on the ``alerts`` channel, and a webhook POST in
+Alertmanager's JSON shape when configured) are skipped for silenced and
+inhibited alerts; an unacknowledged firing alert is re-notified every
+``repeat_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from bus import db
+from bus.client import Bus
+
+logger = logging.getLogger(__name__)
+
+
+def fingerprint(rule: str, labels: dict[str, str]) -> str:
+    """Stable id of a rule and its labels."""
+    text = json.dumps({"rule": rule, "labels": labels}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A rule that holds right now for some labels."""
+
+    rule: str
+    labels: dict[str, str]
+    severity: str
+    summary: str
+    hold_for: float
+    value: float | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.rule, self.labels)
+
+
+def matches(matchers: dict[str, Any], labels: dict[str, Any]) -> bool:
+    """Alertmanager-style equality matchers: every matcher label must be equal."""
+    return all(str(labels.get(k)) == str(v) for k, v in matchers.items())
+
+
+@dataclass
+class AlertBook:
+    """Keeps ``bg.alerts`` in step with the conditions of a set of rules."""
+
+    bus: Bus
+    rules: tuple[str, ...]
+    webhook_url: str | None = None
+    repeat_interval: float = 3600.0
+    source: str = "bgagents"
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    async def evaluate(self, holding: list[Condition], inhibited: set[str] | None = None) -> None:
+        """Open, fire and resolve alerts so they match ``holding``."""
+        inhibited = inhibited or set()
+        pool = self.bus.pool
+        open_alerts = {r["fingerprint"]: r for r in await db.run(pool, "alerts_open", list(self.rules))}
+        silences = [dict(r) for r in await db.run(pool, "silences_active")]
+        now = datetime.now().astimezone()
+        seen = set()
+        for cond in holding:
+            seen.add(cond.fingerprint)
+            alert = open_alerts.get(cond.fingerprint)
+            if alert is None:
+                alert = await db.run(
+                    pool,
+                    "alert_open",
+                    cond.fingerprint,
+                    cond.rule,
+                    cond.labels,
+                    cond.severity,
+                    cond.summary,
+                    cond.value,
+                )
+                logger.info("alert pending: %s %s", cond.rule, cond.labels)
+            if alert["state"] == "pending" and now - alert["started_at"] >= timedelta(seconds=cond.hold_for):
+                alert = await db.run(pool, "alert_fire", alert["id"]) or alert
+                logger.warning("alert firing: %s", cond.summary)
+                await self._notify(alert, silences, cond.fingerprint in inhibited)
+            elif alert["state"] == "firing" and self._repeat_due(alert, now):
+                await self._notify(alert, silences, cond.fingerprint in inhibited)
+        for fp, alert in open_alerts.items():
+            if fp not in seen:
+                resolved = await db.run(pool, "alert_resolve", alert["id"])
+                if resolved is not None and alert["state"] == "firing":
+                    logger.info("alert resolved: %s", alert["summary"])
+                    await self._notify(resolved, silences, False)
+
+    def _repeat_due(self, alert: Any, now: datetime) -> bool:
+        acked = alert["acked_at"] is not None and (
+            alert["ack_expires_at"] is None or alert["ack_expires_at"] > now
+        )
+        last = alert["last_notified_at"]
+        return not acked and last is not None and now - last >= timedelta(seconds=self.repeat_interval)
+
+    async def _notify(self, alert: Any, silences: list[dict[str, Any]], inhibited: bool) -> None:
+        labels = alert["labels"]
+        silenced = any(matches(s["matchers"], {**labels, "alertname": alert["rule"]}) for s in silences)
+        payload = {
+            "id": alert["id"],
+            "rule": alert["rule"],
+            "state": alert["state"],
+            "labels": labels,
+            "severity": alert["severity"],
+            "summary": alert["summary"],
+            "silenced": silenced,
+            "inhibited": inhibited,
+        }
+        await self.bus.publish("alerts", payload, source=self.source)
+        await db.run(self.bus.pool, "alert_notified", alert["id"])
+        if silenced or inhibited or not self.webhook_url:
+            return
+        asyncio.ensure_future(self._post_webhook(alert))
+
+    async def _post_webhook(self, alert: Any) -> None:
+        """POST Alertmanager's webhook shape, retrying with backoff."""
+        body = {
+            "version": "4",
+            "status": "resolved" if alert["state"] == "resolved" else "firing",
+            "receiver": "bgagents",
+            "groupLabels": {"alertname": alert["rule"]},
+            "commonLabels": {**alert["labels"], "alertname": alert["rule"]},
+            "commonAnnotations": {"summary": alert["summary"]},
+            "alerts": [
+                {
+                    "status": "resolved" if alert["state"] == "resolved" else "firing",
+                    "labels": {**alert["labels"], "alertname": alert["rule"], "severity": alert["severity"]},
+                    "annotations": {"summary": alert["summary"]},
+                    "startsAt": alert["started_at"].isoformat(),
+                    "endsAt": alert["resolved_at"].isoformat() if alert["resolved_at"] else None,
+                    "fingerprint": alert["fingerprint"],
+                }
+            ],
+        }
+        assert self.webhook_url is not None
+        delay = 1.0
+        for attempt in range(1, 6):
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                    async with session.post(self.webhook_url, json=body) as resp:
+                        if resp.status < 300:
+                            return
+                        reason = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+            logger.warning("webhook for alert %s failed (attempt %d): %s", alert["id"], attempt, reason)
+            await asyncio.sleep(delay)
+            delay *= 2

@@ -1,0 +1,113 @@
+"""HeartbeatHealthAgent: turns heartbeats into health, and health into alerts.
+
+Health follows each instance's beat period, a grace time and consecutive
+misses, as Kubernetes probes and healthchecks.io do: ``up`` while beats arrive
+on time, ``late`` after period + grace, ``down`` after period × misses +
+grace, and ``paused`` while the instance is paused. This agent is the only
+writer of ``health``.
+
+Alerts: ``agent_down`` for an agent name on a host with no live instance
+(labels are name and host, never the instance or pid, so a restarted agent
+resolves its own alert), ``queue_backlog`` when a queue's oldest ready task is
+too old, and ``dead_letter_growth`` when tasks keep failing for good.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agents.alerts import AlertBook, Condition
+from agents.base import Agent
+from bus import db
+
+RULES = ("agent_down", "queue_backlog", "dead_letter_growth")
+
+
+def judge(status: str, beat_age: float, period: float, grace: float, misses: int) -> str:
+    """The health of one instance from its status and the age of its last beat."""
+    if status == "paused":
+        return "paused"
+    if status == "dead":
+        return "down"
+    if beat_age <= period + grace:
+        return "up"
+    if beat_age <= period * misses + grace:
+        return "late"
+    return "down"
+
+
+class HeartbeatHealthAgent(Agent):
+    name = "heartbeat"
+    kind = "builtin"
+
+    @dataclass
+    class Config(Agent.Config):
+        interval: float = 1.0
+        grace: float = 2.0
+        misses: int = 3
+        alert_for: float = 2.0
+        repeat_interval: float = 3600.0
+        webhook_url: str | None = None
+        queue_oldest_s: float = 300.0
+        dead_letter_growth: int = 10
+
+    async def setup(self) -> None:
+        self.book = AlertBook(
+            self.bus, RULES, self.config.webhook_url, self.config.repeat_interval, source=self.name
+        )
+
+    async def run_once(self) -> None:
+        cfg = self.config
+        rows = await db.run(self.bus.pool, "agent_health_inputs")
+        by_agent: dict[tuple[str, str], list[str]] = {}
+        for row in rows:
+            health = judge(
+                row["status"], float(row["beat_age_s"]), row["beat_interval_s"], cfg.grace, cfg.misses
+            )
+            if health != row["health"]:
+                await db.run(self.bus.pool, "agent_set_health", row["instance_id"], health)
+                self.log.info("%s on %s is %s", row["name"], row["host"], health)
+            by_agent.setdefault((row["name"], row["host"]), []).append(health)
+        holding = [
+            Condition(
+                "agent_down",
+                {"agent": name, "host": host},
+                "critical",
+                f"agent {name} on {host} is down: no heartbeat for over {cfg.misses} periods",
+                cfg.alert_for,
+            )
+            for (name, host), healths in by_agent.items()
+            if "down" in healths and not {"up", "late", "paused"} & set(healths)
+        ]
+        holding += await self._queue_conditions()
+        await self.book.evaluate(holding)
+
+    async def _queue_conditions(self) -> list[Condition]:
+        cfg = self.config
+        found: list[Condition] = []
+        for row in await db.run(self.bus.pool, "queue_health", 600.0):
+            oldest: Any = row["oldest_s"]
+            if oldest is not None and oldest > cfg.queue_oldest_s:
+                found.append(
+                    Condition(
+                        "queue_backlog",
+                        {"queue": row["queue"]},
+                        "warning",
+                        f"queue {row['queue']}: oldest ready task waited {oldest:.0f}s",
+                        cfg.alert_for,
+                        float(oldest),
+                    )
+                )
+            if row["failed_recent"] >= cfg.dead_letter_growth:
+                found.append(
+                    Condition(
+                        "dead_letter_growth",
+                        {"queue": row["queue"]},
+                        "warning",
+                        f"queue {row['queue']}: {row['failed_recent']} tasks failed for good in 10 minutes",
+                        cfg.alert_for,
+                        float(row["failed_recent"]),
+                    )
+                )
+        return found

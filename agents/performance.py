@@ -1,0 +1,217 @@
+"""PerformanceMonitor: host and agent-process metrics with psutil, thresholds, anomalies.
+
+Every ``interval`` seconds it samples the host (CPU, load, memory, swap, disk
+usage and I/O, network) and every agent process on this host (CPU and RSS),
+and stores the samples in ``bg.performance_metrics``. Thresholds from
+``monitoring.yml`` raise alerts through the shared alert machinery. Anomalies
+come from an exponentially weighted mean and variance per metric: after a
+warm-up, a sample more than ``z`` standard deviations from the mean is
+anomalous, and ``consecutive`` anomalous samples in a row raise an alert.
+While an agent is down, its own resource alerts are inhibited.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from agents.alerts import AlertBook, Condition
+from agents.base import Agent
+from bus import db
+
+RULES = ("threshold", "anomaly")
+
+
+@dataclass
+class Ewma:
+    """Exponentially weighted mean and variance of one metric, with a z-score."""
+
+    alpha: float
+    mean: float = 0.0
+    var: float = 0.0
+    n: int = 0
+    streak: int = 0
+
+    def update(self, x: float) -> float:
+        """Add a sample; returns its z-score against the state before it (0 while new)."""
+        if self.n == 0:
+            self.mean, self.n = x, 1
+            return 0.0
+        std = math.sqrt(self.var)
+        z = (x - self.mean) / std if std > 1e-9 else 0.0
+        diff = x - self.mean
+        incr = self.alpha * diff
+        self.mean += incr
+        self.var = (1 - self.alpha) * (self.var + diff * incr)
+        self.n += 1
+        return z
+
+
+def sample_host(state: dict[str, Any], disk_path: str = "/") -> dict[str, float]:
+    """One sample of the host; rates use the previous sample kept in ``state``."""
+    vm = psutil.virtual_memory()
+    swap = psutil.swap_memory()
+    load1, load5, load15 = os.getloadavg()
+    values = {
+        "host.cpu_percent": psutil.cpu_percent(None),
+        "host.load1": load1,
+        "host.load5": load5,
+        "host.load15": load15,
+        "host.memory_percent": vm.percent,
+        "host.memory_used_bytes": float(vm.used),
+        "host.swap_percent": swap.percent,
+        "host.disk_percent": psutil.disk_usage(disk_path).percent,
+    }
+    now = time.monotonic()
+    io, net = psutil.disk_io_counters(), psutil.net_io_counters()
+    counters = {
+        "host.disk_read_bytes_per_s": float(io.read_bytes) if io else 0.0,
+        "host.disk_write_bytes_per_s": float(io.write_bytes) if io else 0.0,
+        "host.net_sent_bytes_per_s": float(net.bytes_sent),
+        "host.net_recv_bytes_per_s": float(net.bytes_recv),
+    }
+    previous = state.get("counters")
+    if previous is not None:
+        elapsed = max(now - previous[0], 1e-6)
+        for key, value in counters.items():
+            values[key] = max(0.0, (value - previous[1][key]) / elapsed)
+    state["counters"] = (now, counters)
+    return values
+
+
+class PerformanceMonitor(Agent):
+    name = "performance"
+    kind = "builtin"
+
+    @dataclass
+    class Config(Agent.Config):
+        interval: float = 5.0
+        thresholds: dict[str, list[float]] = field(
+            default_factory=lambda: {
+                "host.cpu_percent": [85, 95],
+                "host.memory_percent": [85, 95],
+                "host.disk_percent": [85, 95],
+                "host.swap_percent": [50, 80],
+            }
+        )
+        alert_for: float = 30.0
+        anomaly: dict[str, Any] = field(
+            default_factory=lambda: {
+                "metrics": ["host.cpu_percent", "host.memory_percent", "host.load1"],
+                "alpha": 0.1,
+                "z": 4.0,
+                "warmup": 30,
+                "consecutive": 3,
+            }
+        )
+        repeat_interval: float = 3600.0
+        webhook_url: str | None = None
+
+    async def setup(self) -> None:
+        self.host = socket.gethostname()
+        self.book = AlertBook(
+            self.bus, RULES, self.config.webhook_url, self.config.repeat_interval, source=self.name
+        )
+        self._state: dict[str, Any] = {}
+        self._processes: dict[int, psutil.Process] = {}
+        self._ewma: dict[str, Ewma] = {}
+        psutil.cpu_percent(None)
+
+    async def run_once(self) -> None:
+        host_values = sample_host(self._state)
+        rows: list[tuple[str, str | None, str, float]] = [
+            ("host", None, metric, value) for metric, value in host_values.items()
+        ]
+        agents = await db.run(self.bus.pool, "agents_on_host", self.host)
+        for agent in agents:
+            proc = self._process(agent["pid"])
+            if proc is None:
+                continue
+            try:
+                with proc.oneshot():
+                    rows.append(
+                        (agent["name"], agent["instance_id"], "agent.cpu_percent", proc.cpu_percent(None))
+                    )
+                    rows.append(
+                        (
+                            agent["name"],
+                            agent["instance_id"],
+                            "agent.rss_bytes",
+                            float(proc.memory_info().rss),
+                        )
+                    )
+            except psutil.Error:
+                self._processes.pop(agent["pid"], None)
+        await db.run(
+            self.bus.pool,
+            "metrics_insert",
+            self.host,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+        )
+        holding = self._conditions(rows)
+        down = await self._down_agents()
+        inhibited = {c.fingerprint for c in holding if c.labels.get("agent") in down}
+        await self.book.evaluate(holding, inhibited)
+
+    def _process(self, pid: int) -> psutil.Process | None:
+        proc = self._processes.get(pid)
+        if proc is None:
+            try:
+                proc = psutil.Process(pid)
+                proc.cpu_percent(None)
+            except psutil.Error:
+                return None
+            self._processes[pid] = proc
+        return proc
+
+    def _conditions(self, rows: list[tuple[str, str | None, str, float]]) -> list[Condition]:
+        cfg = self.config
+        anomaly = cfg.anomaly
+        found: list[Condition] = []
+        for source, _instance, metric, value in rows:
+            labels = {"metric": metric, "host": self.host}
+            if source != "host":
+                labels["agent"] = source
+            limits = cfg.thresholds.get(metric)
+            if limits and value >= limits[0]:
+                severity = "critical" if len(limits) > 1 and value >= limits[1] else "warning"
+                found.append(
+                    Condition(
+                        "threshold",
+                        labels,
+                        severity,
+                        f"{metric} on {self.host} is {value:.1f} (limit {limits[0]})",
+                        cfg.alert_for,
+                        value,
+                    )
+                )
+            if metric in anomaly.get("metrics", []) and source == "host":
+                tracker = self._ewma.setdefault(metric, Ewma(float(anomaly.get("alpha", 0.1))))
+                z = tracker.update(value)
+                judged = tracker.n > int(anomaly.get("warmup", 30))
+                tracker.streak = tracker.streak + 1 if judged and abs(z) >= anomaly.get("z", 4.0) else 0
+                if tracker.streak >= int(anomaly.get("consecutive", 3)):
+                    found.append(
+                        Condition(
+                            "anomaly",
+                            labels,
+                            "warning",
+                            f"{metric} on {self.host} is unusual: {value:.1f} "
+                            f"(z = {z:.1f} against a mean of {tracker.mean:.1f})",
+                            0.0,
+                            value,
+                        )
+                    )
+        return found
+
+    async def _down_agents(self) -> set[str]:
+        return {r["name"] for r in await db.run(self.bus.pool, "agent_status_all") if r["health"] == "down"}

@@ -1,0 +1,224 @@
+"""Running agents: one ``AgentRunner`` per agent instance, a ``Supervisor`` per process.
+
+The runner registers the instance in ``bg.agents``, sends heartbeats (with the
+process's CPU and RSS), calls ``run_once`` on its interval, runs its queue
+workers, and obeys commands from the ``commands`` channel: pause, resume, stop
+and restart. The supervisor runs several runners in one process, restarts a
+crashed one with exponential backoff, and on SIGTERM/SIGINT stops them all
+gracefully: in-flight tasks finish or are released, and each instance marks
+itself ``stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from typing import Any
+
+import psutil
+
+from agents.base import Agent
+from bus import db
+from bus.client import Bus
+from bus.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+class _Restart(Exception):
+    """A restart command: the supervisor starts the agent again at once."""
+
+
+class AgentRunner:
+    """Runs one agent instance until it is stopped."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.bus: Bus = agent.bus
+        self.host = socket.gethostname()
+        self.instance_id = f"{agent.name}@{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        agent.instance_id = self.instance_id
+        self.status = "starting"
+        self.seq = 0
+        self._stop = asyncio.Event()
+        self._resume = asyncio.Event()
+        self._resume.set()
+        self._restart = False
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # prime: the first call always says 0.0
+        self.workers: list[Worker] = []
+        self.started = asyncio.Event()
+
+    async def _set_status(self, status: str) -> None:
+        self.status = status
+        await db.run(self.bus.pool, "agent_set_status", self.instance_id, status, self.agent.status_note())
+
+    async def run(self) -> None:
+        """Register, run until stopped, and deregister cleanly."""
+        config = self.agent.config
+        await db.run(
+            self.bus.pool,
+            "agent_register",
+            self.instance_id,
+            self.agent.name,
+            self.agent.kind,
+            self.host,
+            os.getpid(),
+            self.agent.version,
+            config.heartbeat_interval,
+        )
+        self._cursor = await self.bus.events.current_cursor()
+        background: list[asyncio.Task[Any]] = []
+        try:
+            await self.agent.setup()
+            for queue, method in self.agent.queues.items():
+                worker = self.bus.worker(queue, getattr(self.agent, method), concurrency=config.concurrency)
+                self.workers.append(worker)
+                background.append(asyncio.create_task(worker.run(), name=f"{self.agent.name}-{queue}"))
+            background.append(asyncio.create_task(self._heartbeats(), name=f"{self.agent.name}-beat"))
+            background.append(asyncio.create_task(self._commands(), name=f"{self.agent.name}-cmd"))
+            await self._set_status("running")
+            self.started.set()
+            await self._loop(background)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._set_status("stopping")
+            for worker in self.workers:
+                worker.stop(grace=10)
+            for task in background:
+                if task.get_name().endswith(("-beat", "-cmd")):
+                    task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.agent.teardown()
+            with contextlib.suppress(Exception):
+                await self._set_status("stopped")
+        if self._restart:
+            raise _Restart()
+
+    async def _loop(self, background: list[asyncio.Task[Any]]) -> None:
+        interval = self.agent.config.interval
+        while not self._stop.is_set():
+            for task in background:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            await self._resume.wait()
+            if self._stop.is_set():
+                break
+            began = time.monotonic()
+            await self.agent.run_once()
+            pause = max(0.0, interval - (time.monotonic() - began))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
+
+    def stop(self) -> None:
+        """Stop gracefully (idempotent)."""
+        self._stop.set()
+        self._resume.set()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            self.seq += 1
+            cpu = self._process.cpu_percent(None)
+            rss = self._process.memory_info().rss
+            try:
+                desired = await db.run(self.bus.pool, "agent_beat", self.instance_id, self.seq, cpu, rss)
+                if desired is None:  # deregistered while we were away: register again
+                    await db.run(
+                        self.bus.pool,
+                        "agent_register",
+                        self.instance_id,
+                        self.agent.name,
+                        self.agent.kind,
+                        self.host,
+                        os.getpid(),
+                        self.agent.version,
+                        self.agent.config.heartbeat_interval,
+                    )
+                    await self._set_status("paused" if not self._resume.is_set() else "running")
+                else:
+                    await self._obey(desired)
+            except db.DB_ERRORS as exc:
+                logger.warning("%s: heartbeat failed: %s", self.agent.name, exc)
+            await asyncio.sleep(self.agent.config.heartbeat_interval)
+
+    async def _commands(self) -> None:
+        """Follow the durable ``commands`` channel; heartbeats re-check ``desired`` too."""
+        async for event in self.bus.subscribe(["commands"], after=self._cursor, poll_interval=1.0):
+            command = event.payload
+            if command.get("name") != self.agent.name:
+                continue
+            await self._obey(
+                {"pause": "paused", "resume": "running", "stop": "stopped", "restart": "restart"}[
+                    command["command"]
+                ]
+            )
+
+    async def _obey(self, desired: str) -> None:
+        if desired == "paused" and self.status == "running":
+            self._resume.clear()
+            for worker in self.workers:
+                worker.pause()
+            await self._set_status("paused")
+            self.agent.log.info("paused")
+        elif desired == "running" and self.status == "paused":
+            self._resume.set()
+            for worker in self.workers:
+                worker.resume()
+            await self._set_status("running")
+            self.agent.log.info("resumed")
+        elif desired == "stopped":
+            self.stop()
+        elif desired == "restart":
+            self._restart = True
+            self.stop()
+
+
+class Supervisor:
+    """Runs agents in one process and restarts a crashed one with backoff."""
+
+    def __init__(self, bus: Bus, agents: list[Agent], *, max_backoff: float = 60.0) -> None:
+        self.bus = bus
+        self.agents = agents
+        self.max_backoff = max_backoff
+        self.runners: dict[str, AgentRunner] = {}
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for runner in self.runners.values():
+            runner.stop()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._supervise(agent) for agent in self.agents))
+
+    async def _supervise(self, agent: Agent) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            runner = AgentRunner(agent)
+            self.runners[agent.name] = runner
+            began = time.monotonic()
+            try:
+                await runner.run()
+                return  # stopped on purpose
+            except _Restart:
+                logger.info("%s: restarting on command", agent.name)
+                continue
+            except Exception:
+                logger.exception("%s crashed; restarting in %.0fs", agent.name, backoff)
+            if time.monotonic() - began > 60:
+                backoff = 1.0  # it ran a good while: start the backoff over
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, self.max_backoff)
