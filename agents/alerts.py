@@ -64,7 +64,7 @@ class AlertBook:
     webhook_url: str | None = None
     repeat_interval: float = 3600.0
     source: str = "bgagents"
-    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+    _deliveries: set[asyncio.Future[None]] = field(default_factory=set, repr=False)
 
     async def evaluate(self, holding: list[Condition], inhibited: set[str] | None = None) -> None:
         """Open, fire and resolve alerts so they match ``holding``."""
@@ -126,7 +126,9 @@ class AlertBook:
         await db.run(self.bus.pool, "alert_notified", alert["id"])
         if silenced or inhibited or not self.webhook_url:
             return
-        asyncio.ensure_future(self._post_webhook(alert))
+        task = asyncio.ensure_future(self._post_webhook(alert))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     async def _post_webhook(self, alert: Any) -> None:
         """POST Alertmanager's webhook shape, retrying with backoff."""
@@ -152,11 +154,13 @@ class AlertBook:
         delay = 1.0
         for attempt in range(1, 6):
             try:
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                    async with session.post(self.webhook_url, json=body) as resp:
-                        if resp.status < 300:
-                            return
-                        reason = f"HTTP {resp.status}"
+                async with (
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                    session.post(self.webhook_url, json=body) as resp,
+                ):
+                    if resp.status < 300:
+                        return
+                    reason = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = str(exc) or type(exc).__name__
             logger.warning("webhook for alert %s failed (attempt %d): %s", alert["id"], attempt, reason)
