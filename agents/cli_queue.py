@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -53,6 +55,8 @@ def load_handler(spec: str) -> Handler:
         raise InvalidArgument(
             f"--handler {spec!r} is not package.module:function", hint="e.g. agents.demo:echo"
         )
+    if os.getcwd() not in sys.path:  # your handler module, from your folder
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from agents.base import Agent
 from bus.errors import InvalidArgument
@@ -28,6 +30,8 @@ def resolve(spec: str) -> type[Agent]:
             f"unknown agent {spec!r}",
             hint=f"built-in agents: {', '.join(builtins)}; or give package.module:AgentClass",
         )
+    if os.getcwd() not in sys.path:  # as uvicorn and celery do: your module, from your folder
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

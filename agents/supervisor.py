@@ -26,6 +26,7 @@ import psutil
 from agents.base import Agent
 from bus import db
 from bus.client import Bus
+from bus.waiting import wait_event
 from bus.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,7 @@ class AgentRunner:
             began = time.monotonic()
             await self.agent.run_once()
             pause = max(0.0, interval - (time.monotonic() - began))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), pause)
+            await wait_event(self._stop, pause)
 
     def stop(self) -> None:
         """Stop gracefully (idempotent)."""
@@ -219,6 +219,5 @@ class Supervisor:
                 logger.exception("%s crashed; restarting in %.0fs", agent.name, backoff)
             if time.monotonic() - began > 60:
                 backoff = 1.0  # it ran a good while: start the backoff over
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
+            await wait_event(self._stopping, backoff)
             backoff = min(backoff * 2, self.max_backoff)

@@ -24,7 +24,6 @@ quickly (``bg.events_pending()``) instead of waiting for the next NOTIFY.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import asyncpg
 from bus import db
 from bus.errors import BgError, InvalidArgument
 from bus.notifier import Notifier
+from bus.waiting import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +179,7 @@ class Events:
                     timeout, quick = quick, min(quick * 2, 0.1)
                 else:
                     timeout, quick = poll_interval, 0.002
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout)
+                await wait_event(wake, timeout)
         finally:
             for undo in unsubscribe:
                 undo()

@@ -23,6 +23,7 @@ import asyncpg
 from bus import db
 from bus.config import Settings
 from bus.errors import BgError
+from bus.waiting import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,8 @@ class Notifier:
                     self._conn.execute("SELECT pg_notify($1, 'ping')", self._ping_channel),
                     timeout=self._ping_timeout,
                 )
-            await asyncio.wait_for(self._pong.wait(), timeout=self._ping_timeout)
+            if not await wait_event(self._pong, self._ping_timeout):
+                return False
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             return False
         return True

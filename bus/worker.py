@@ -38,6 +38,7 @@ import asyncpg
 from bus import db
 from bus.errors import BgError
 from bus.notifier import Notifier
+from bus.waiting import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +154,7 @@ class QueueWaker:
         event = asyncio.Event()
         self._idle.append(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            await wait_event(event, timeout)
         finally:
             with contextlib.suppress(ValueError):
                 self._idle.remove(event)
@@ -317,8 +317,7 @@ class Worker:
             if remaining <= 0:
                 return
             self._slot_free.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_free.wait(), remaining)
+            await wait_event(self._slot_free, remaining)
 
     async def _look_ahead(self) -> None:
         try:
@@ -349,8 +348,7 @@ class Worker:
         return polled or bool(fell_due)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_event(self._stopping, seconds)
 
     def _on_cancel_notify(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
@@ -437,8 +435,7 @@ class Worker:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._done_ready.wait(), remaining)
+                await wait_event(self._done_ready, remaining)
                 self._done_ready.clear()
             await self._flush()
 
