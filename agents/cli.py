@@ -263,7 +263,9 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 def _register_commands() -> None:
-    from agents import bench, cli_agents, cli_queue
+    from agents import bench, bench_agents, cli_agents, cli_queue
+
+    assert bench_agents  # its commands join the bench group on import
 
     cli_queue.register(cli)
     cli_agents.register(cli)
