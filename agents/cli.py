@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -260,6 +261,80 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo("largest tables:")
     for t in figures["largest_tables"]:
         click.echo(f"  {t['table']:<32} {t['total_bytes'] / 1024:>10.0f} KiB {t['estimated_rows']:>10} rows")
+
+
+@cli.command()
+@click.option("--with", "extra", multiple=True, help="Also run package.module:AgentClass.")
+@click.option("--no-web", is_flag=True, help="Run the agents only.")
+@click.pass_context
+def up(ctx: click.Context, extra: tuple[str, ...], no_web: bool) -> None:
+    """Start everything: the database (embedded if needed), migrations, every agent and the web."""
+    from agents.cli_agents import run_agents
+    from agents.registry import builtin_agents
+
+    settings = _settings(ctx)
+
+    async def go() -> None:
+        async with db.connection(settings) as conn:
+            report = await migrate.migrate(conn)
+            for m, reason in report.skipped:
+                click.echo(f"note: skipped {m.filename}: {reason}", err=True)
+        where = "embedded PostgreSQL" if settings.uses_embedded else db.describe(db.resolve_url(settings))
+        names = [*builtin_agents(), *extra]
+        runner = None if no_web else await _start_web(settings)
+        dashboard = "" if no_web else f"\n  Dashboard: http://{settings.host}:{settings.port}/"
+        try:
+            await run_agents(
+                settings,
+                names,
+                f"Background Agents is up on {where}: {', '.join(names)}.{dashboard}\n"
+                "  `bgagents status` shows them; Ctrl-C stops them "
+                "(the database keeps running until `bgagents db stop`).",
+            )
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+
+    _run(go())
+
+
+async def _start_web(settings: Settings) -> Any:
+    from aiohttp import web as aioweb
+
+    from web.app import create_app
+
+    runner = aioweb.AppRunner(create_app(settings), access_log=logging.getLogger("bgagents.access"))
+    await runner.setup()
+    try:
+        await aioweb.TCPSite(runner, settings.host, settings.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise BgError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            hint="stop what uses it, or set BGAGENTS_PORT",
+        ) from exc
+    return runner
+
+
+@cli.command("web")
+@click.pass_context
+def web_cmd(ctx: click.Context) -> None:
+    """Serve the dashboard, JSON API, SSE feed and /metrics."""
+    settings = _settings(ctx)
+
+    async def go() -> None:
+        runner = await _start_web(settings)
+        click.echo(f"serving http://{settings.host}:{settings.port}/ ; Ctrl-C stops it", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    _run(go())
 
 
 def _register_commands() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from agents.base import load_config
-from agents.registry import builtin_agents, resolve
+from agents.registry import resolve
 from agents.supervisor import Supervisor
 from bus import db, migrate
 from bus.client import Bus
@@ -26,7 +26,8 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-async def _run_agents(settings: Settings, specs: list[str], announce: str | None = None) -> None:
+async def run_agents(settings: Settings, specs: list[str], announce: str | None = None) -> None:
+    """Run agents in one supervised process until SIGINT or SIGTERM."""
     classes = [resolve(spec) for spec in specs]
     configs = [load_config(cls, settings.monitoring_file) for cls in classes]
     async with Bus.connect(settings) as bus:
@@ -42,7 +43,7 @@ async def _run_agents(settings: Settings, specs: list[str], announce: str | None
 
 def register(cli: click.Group) -> None:
     """Add this module's commands to the root group."""
-    for command in (run, up, status, agent):
+    for command in (run, status, agent):
         cli.add_command(command)
 
 
@@ -51,32 +52,7 @@ def register(cli: click.Group) -> None:
 @click.pass_context
 def run(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Run agents in this process: built-in names or package.module:AgentClass."""
-    asyncio.run(_run_agents(_settings(ctx), list(names), f"running {', '.join(names)}; Ctrl-C stops them"))
-
-
-@click.command()
-@click.option("--with", "extra", multiple=True, help="Also run package.module:AgentClass.")
-@click.pass_context
-def up(ctx: click.Context, extra: tuple[str, ...]) -> None:
-    """Start everything: the database (embedded if needed), migrations and every agent."""
-    settings = _settings(ctx)
-
-    async def go() -> None:
-        async with db.connection(settings) as conn:
-            report = await migrate.migrate(conn)
-            for m, reason in report.skipped:
-                click.echo(f"note: skipped {m.filename}: {reason}", err=True)
-        where = "embedded PostgreSQL" if settings.uses_embedded else db.describe(db.resolve_url(settings))
-        names = [*builtin_agents(), *extra]
-        await _run_agents(
-            settings,
-            names,
-            f"Background Agents is up on {where}: {', '.join(names)}.\n"
-            "  `bgagents status` shows them; Ctrl-C stops them "
-            "(the database keeps running until `bgagents db stop`).",
-        )
-
-    asyncio.run(go())
+    asyncio.run(run_agents(_settings(ctx), list(names), f"running {', '.join(names)}; Ctrl-C stops them"))
 
 
 @click.command()

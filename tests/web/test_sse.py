@@ -1,0 +1,127 @@
+"""The SSE feed: cursors as ids, resume, live-only without a cursor, reset, slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from bus.client import Bus
+from tests.web.conftest import read_events
+from web.sse import Client
+
+
+async def _publish(db_url: str, *channels: str) -> list[int]:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return [
+            await conn.fetchval("select bg.publish($1, jsonb_build_object('n', $2::int))", c, i)
+            for i, c in enumerate(channels)
+        ]
+    finally:
+        await conn.close()
+
+
+async def test_resume_with_last_event_id_gets_exactly_the_rest_then_live(
+    client: TestClient, db_url: str, settings_for
+) -> None:
+    ids = await _publish(db_url, "a", "a", "a")
+    async with Bus.connect(settings_for(db_url), listen=False) as bus:
+        events = await bus.events.read_after("0:0", ["a"])
+    first = events[0].cursor
+    resp = await client.get("/api/events?channels=a&after=0:0", headers={"Last-Event-ID": first})
+    assert resp.status == 200
+    got = await read_events(resp, 2)
+    assert [e["data"]["id"] for e in got] == ids[1:]  # the header wins over ?after
+    assert [e["id"] for e in got] == [e.cursor for e in events[1:]]
+    assert {e["event"] for e in got} == {"a"}
+    assert set(got[0]["data"]) == {"id", "channel", "payload", "created_at"}
+    live = await _publish(db_url, "a")
+    [after] = await read_events(resp, 1)
+    assert after["data"]["id"] == live[0]
+    resp.close()
+
+
+async def test_without_a_cursor_only_live_events(client: TestClient, db_url: str) -> None:
+    await _publish(db_url, "old")
+    resp = await client.get("/api/events")
+    await read_events(resp, 0)
+    await asyncio.sleep(0.3)  # the stream is registered once the hello arrived; give the follower a beat
+    new = await _publish(db_url, "new")
+    [event] = await read_events(resp, 1)
+    assert (event["event"], event["data"]["id"]) == ("new", new[0])
+    resp.close()
+
+
+async def test_out_of_order_commits_resume_exactly(client: TestClient, db_url: str) -> None:
+    start_conn = await asyncpg.connect(db_url)
+    start = await start_conn.fetchval("select bg.current_cursor()")
+    one, two = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        t1, t2 = one.transaction(), two.transaction()
+        await t1.start()
+        await t2.start()
+        await one.fetchval("select pg_current_xact_id()")
+        await two.fetchval("select pg_current_xact_id()")
+        id2 = await two.fetchval("select bg.publish('ooo', '{}')")
+        id1 = await one.fetchval("select bg.publish('ooo', '{}')")
+        assert id2 < id1  # the later-xid transaction took the lower id
+        await t2.commit()
+        await t1.commit()
+    finally:
+        await one.close()
+        await two.close()
+        await start_conn.close()
+    resp = await client.get(f"/api/events?channels=ooo&after={start}")
+    got = await read_events(resp, 2)
+    assert [e["data"]["id"] for e in got] == [id1, id2]  # delivery order is commit-safe
+    resp.close()
+    again = await client.get("/api/events?channels=ooo", headers={"Last-Event-ID": got[0]["id"]})
+    [rest] = await read_events(again, 1)
+    assert rest["data"]["id"] == id2
+    again.close()
+
+
+async def test_a_cursor_older_than_retention_gets_a_reset(
+    client: TestClient, db_url: str, settings_for
+) -> None:
+    await _publish(db_url, "gone", "gone")
+    async with Bus.connect(settings_for(db_url), listen=False) as bus:
+        [first, _] = await bus.events.read_after("0:0", ["gone"])
+        await bus.events.prune(timedelta(0))
+    resp = await client.get("/api/events", headers={"Last-Event-ID": first.cursor})
+    [reset] = await read_events(resp, 1)
+    assert reset["event"] == "reset"
+    assert "retention" in reset["data"]["reason"]
+    resp.close()
+
+
+def test_a_client_that_stops_reading_is_cut_off_without_blocking(monkeypatch) -> None:
+    import web.sse as sse
+
+    monkeypatch.setattr(sse, "QUEUE_SIZE", 3)
+    slow, fast = Client(None), Client(None)
+    from datetime import datetime
+
+    from bus.events import Event
+
+    for n in range(5):
+        event = Event(f"1:{n}", n, "c", {}, None, datetime.now())
+        slow.offer(event)  # never read
+        fast.offer(event)
+        if not fast.queue.empty():
+            fast.queue.get_nowait()
+    assert slow.overflowed.is_set()
+    assert not fast.overflowed.is_set()
+
+
+async def test_stream_sends_retry_and_never_5xx(client: TestClient) -> None:
+    resp = await client.get("/api/events")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    first = b""
+    while b"retry:" not in first:
+        first += await asyncio.wait_for(resp.content.readline(), 5)
+    resp.close()

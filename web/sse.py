@@ -1,0 +1,192 @@
+"""Server-sent events: ``GET /api/events`` with resume from a cursor.
+
+One :class:`Broadcaster` per process follows the event log and fans each event
+out to the connected clients' bounded queues, so 500 clients cost one database
+subscription, not 500. A client that sends ``Last-Event-ID`` (or ``?after=``;
+the header wins) first gets the events after that cursor from the table, then
+live ones, skipping any it already has: exactly the events after its cursor,
+in order. Without a cursor it gets live events only. A cursor older than
+retention gets a ``reset`` event. A client whose queue fills (it stopped
+reading) is cut off, and reconnects with its cursor; it never delays the
+others. The endpoint never answers 5xx: htmx's SSE extension drops
+``Last-Event-ID`` after an error response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+
+from bus import db
+from bus.client import Bus
+from bus.errors import InvalidArgument
+from bus.events import CursorExpired, Event, parse_cursor
+from web.keys import BROADCASTER, BUS
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+KEEPALIVE = 15.0
+RETRY_MS = 2000
+
+
+def position(cursor: str) -> tuple[int, int]:
+    return parse_cursor(cursor)
+
+
+class Client:
+    """One connected stream's bounded queue."""
+
+    def __init__(self, channels: set[str] | None) -> None:
+        self.channels = channels
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
+        self.overflowed = asyncio.Event()
+
+    def offer(self, event: Event) -> None:
+        if self.channels is not None and event.channel not in self.channels:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed.set()  # stopped reading: cut it off, it resumes by cursor
+
+
+class Broadcaster:
+    """Follows ``bg.events`` once and hands each event to every client."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.clients: set[Client] = set()
+        self.delivered = 0
+        self.streams: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        start = await self.bus.events.current_cursor()
+        self._task = asyncio.create_task(self._follow(start), name="sse-broadcaster")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self, cursor: str) -> None:
+        while True:
+            try:
+                async for event in self.bus.subscribe(None, after=cursor, poll_interval=1.0):
+                    cursor = event.cursor
+                    for client in list(self.clients):
+                        client.offer(event)
+            except CursorExpired:  # we fell behind retention: carry on from now
+                cursor = await self.bus.events.current_cursor()
+
+    def register(self, client: Client) -> None:
+        self.clients.add(client)
+
+    def unregister(self, client: Client) -> None:
+        self.clients.discard(client)
+
+
+def _channels(request: web.Request) -> set[str] | None:
+    raw = request.query.get("channels", "")
+    names = {c.strip() for c in raw.split(",") if c.strip()}
+    for name in names:
+        if len(name) > 100 or not all(ch.isalnum() or ch in "_.:-" for ch in name):
+            raise InvalidArgument(f"parameter 'channels' has an invalid channel name {name!r}")
+    return names or None
+
+
+async def _send(resp: EventSourceResponse, event: Event) -> None:
+    await resp.send(json.dumps(event.as_json()), id=event.cursor, event=event.channel)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``GET /api/events?channels=a,b``: every event after the client's cursor, then live."""
+    channels = _channels(request)
+    cursor = request.headers.get("Last-Event-ID") or request.query.get("after") or None
+    if cursor is not None:
+        try:
+            parse_cursor(cursor)
+        except InvalidArgument as exc:
+            raise InvalidArgument(
+                f"parameter 'after' / Last-Event-ID: {exc.message}", hint=exc.hint
+            ) from None
+    bus = request.app[BUS]
+    client = Client(channels)
+    request.app[BROADCASTER].register(client)
+    try:
+        async with sse_response(request, ping_interval=KEEPALIVE, send_timeout=10) as resp:
+            request.app[BROADCASTER].streams.add(resp)
+            await resp.send("{}", event="hello", retry=RETRY_MS)
+            sent = await _replay(bus, resp, cursor, channels)
+            while resp.is_connected():
+                getter = asyncio.ensure_future(client.queue.get())
+                overflow = asyncio.ensure_future(client.overflowed.wait())
+                done, _ = await asyncio.wait({getter, overflow}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    logger.info("SSE client too slow (queue full): cut off; it resumes by cursor")
+                    break
+                overflow.cancel()
+                event = getter.result()
+                if sent is not None and position(event.cursor) <= sent:
+                    continue  # already sent by the replay
+                await _send(resp, event)
+                sent = position(event.cursor)
+                request.app[BROADCASTER].delivered += 1
+            return resp
+    except (ConnectionResetError, TimeoutError):
+        # The client went away or stalled; it reconnects with its cursor.
+        return web.Response(status=204)
+    finally:
+        request.app[BROADCASTER].unregister(client)
+
+
+async def _replay(
+    bus: Bus, resp: EventSourceResponse, cursor: str | None, channels: set[str] | None
+) -> tuple[int, int] | None:
+    """Send the events after ``cursor`` from the table; returns the last position sent."""
+    if cursor is None:
+        return None
+    sent = position(cursor)
+    wanted: Sequence[str] | None = sorted(channels) if channels else None
+    while True:
+        try:
+            page = await bus.events.read_after(cursor, wanted, 500)
+        except CursorExpired as exc:
+            await resp.send(json.dumps({"reason": exc.message, "hint": exc.hint}), event="reset")
+            return None
+        except db.TRANSIENT_ERRORS:
+            await resp.send(json.dumps({"reason": "database unavailable"}), event="retry", retry=RETRY_MS)
+            resp.stop_streaming()
+            return sent
+        for event in page:
+            await _send(resp, event)
+            cursor = event.cursor
+            sent = position(cursor)
+        if len(page) < 500:
+            return sent
+
+
+async def stop_streams(app: web.Application) -> None:
+    """On shutdown, end every stream cleanly (clients reconnect and resume)."""
+    streams = list(app[BROADCASTER].streams)
+    for stream in streams:
+        stream.stop_streaming()
+    await asyncio.gather(*(s.wait() for s in streams), return_exceptions=True)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/api/events", events, name="api_events")
+
+
+def client_count(app: web.Application) -> int:
+    return len(app[BROADCASTER].clients)
