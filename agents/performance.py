@@ -125,6 +125,7 @@ class PerformanceMonitor(Agent):
 
     async def run_once(self) -> None:
         host_values = sample_host(self._state)
+        host_values["queue.depth"] = await db.run(self.bus.pool, "queue_depth_total")
         rows: list[tuple[str, str | None, str, float]] = [
             ("host", None, metric, value) for metric, value in host_values.items()
         ]

@@ -16,7 +16,7 @@ from aiohttp import web
 from bus.client import Bus
 from bus.config import Settings
 from bus.errors import ConfigError
-from web import api, prom, security, sse
+from web import api, pages, prom, security, sse
 from web.keys import BROADCASTER, BUS, SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     security.setup_routes(app)
     sse.setup_routes(app)
     prom.setup(app)
+    pages.setup(app)
     return app
 
 

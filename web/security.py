@@ -45,6 +45,7 @@ def _json_403(reason: str) -> web.Response:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS].token
     if not token or request.path in PUBLIC or request.path.startswith("/static/"):
+        # The login page and its static files are public; the rest needs the token.
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):

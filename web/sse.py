@@ -20,6 +20,7 @@ import json
 import logging
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
@@ -41,16 +42,37 @@ def position(cursor: str) -> tuple[int, int]:
     return parse_cursor(cursor)
 
 
-class Client:
-    """One connected stream's bounded queue."""
+COALESCE_EVERY = 0.25
+REGIONS_OF = {"agents": ("agents", "health"), "alerts": ("alerts", "health")}
 
-    def __init__(self, channels: set[str] | None) -> None:
+
+def regions_of(channel: str) -> tuple[str, ...]:
+    """Dashboard regions an event on ``channel`` changes."""
+    return (*REGIONS_OF.get(channel, ()), "events")
+
+
+class Client:
+    """One connected stream's bounded queue (or, coalescing, its dirty regions)."""
+
+    def __init__(self, channels: set[str] | None, coalesce: bool = False) -> None:
         self.channels = channels
+        self.coalesce = coalesce
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = asyncio.Event()
+        self.dirty: set[str] = set()
+        self.newest: str | None = None
+        self.changed = asyncio.Event()
+
+    def mark(self, *regions: str) -> None:
+        self.dirty.update(regions)
+        self.changed.set()
 
     def offer(self, event: Event) -> None:
         if self.channels is not None and event.channel not in self.channels:
+            return
+        if self.coalesce:
+            self.newest = event.cursor
+            self.mark(*regions_of(event.channel))
             return
         try:
             self.queue.put_nowait(event)
@@ -67,16 +89,43 @@ class Broadcaster:
         self.delivered = 0
         self.streams: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
+        self._tasks_watch: asyncio.Task[None] | None = None
+        self._unlisten: Any = lambda: None
 
     async def start(self) -> None:
         start = await self.bus.events.current_cursor()
         self._task = asyncio.create_task(self._follow(start), name="sse-broadcaster")
+        self._tasks_watch = asyncio.create_task(self._watch_tasks(), name="sse-tasks-watch")
+        self._unlisten = self.bus.notifier.listen("bg_tasks", lambda _p: self._mark_tasks())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._unlisten()
+        for task in (self._task, self._tasks_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _mark_tasks(self) -> None:
+        for client in list(self.clients):
+            if client.coalesce:
+                client.mark("tasks")
+
+    async def _watch_tasks(self) -> None:
+        """While a dashboard watches, poll queue statistics: claims and completions
+        send no events (that would double the queue's writes), so look for changes."""
+        last: Any = None
+        while True:
+            await asyncio.sleep(2.0)
+            if not any(c.coalesce for c in self.clients):
+                continue
+            try:
+                now = [tuple(r) for r in await db.run(self.bus.pool, "prom_queue")]
+            except db.DB_ERRORS:
+                continue
+            if now != last:
+                last = now
+                self._mark_tasks()
 
     async def _follow(self, cursor: str) -> None:
         while True:
@@ -120,12 +169,16 @@ async def events(request: web.Request) -> web.StreamResponse:
                 f"parameter 'after' / Last-Event-ID: {exc.message}", hint=exc.hint
             ) from None
     bus = request.app[BUS]
-    client = Client(channels)
+    coalesce = request.query.get("coalesce") in ("1", "true")
+    client = Client(channels, coalesce)
     request.app[BROADCASTER].register(client)
     try:
         async with sse_response(request, ping_interval=KEEPALIVE, send_timeout=10) as resp:
             request.app[BROADCASTER].streams.add(resp)
             await resp.send("{}", event="hello", retry=RETRY_MS)
+            if coalesce:
+                await _coalesce(resp, client, cursor)
+                return resp
             sent = await _replay(bus, resp, cursor, channels)
             while resp.is_connected():
                 getter = asyncio.ensure_future(client.queue.get())
@@ -148,6 +201,18 @@ async def events(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
     finally:
         request.app[BROADCASTER].unregister(client)
+
+
+async def _coalesce(resp: EventSourceResponse, client: Client, cursor: str | None) -> None:
+    """Send region names, at most once per region every 250 ms, keeping the trailing change."""
+    client.newest = cursor
+    while resp.is_connected():
+        await client.changed.wait()
+        client.changed.clear()
+        regions, client.dirty = client.dirty, set()
+        for region in sorted(regions):
+            await resp.send("{}", id=client.newest, event=region)
+        await asyncio.sleep(COALESCE_EVERY)
 
 
 async def _replay(

@@ -197,3 +197,7 @@ WHERE metric = $1 AND ts >= $2 ORDER BY ts LIMIT $3;
 -- name: metrics_names :many
 -- Metric names seen in the last hour.
 SELECT DISTINCT metric FROM bg.performance_metrics WHERE ts > now() - interval '1 hour' ORDER BY metric;
+
+-- name: queue_depth_total :val
+-- Queued tasks across every queue (the monitor samples it as queue.depth).
+SELECT count(*)::float8 FROM bg.tasks WHERE status = 'queued';

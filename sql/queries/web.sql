@@ -16,3 +16,21 @@ FROM bg.queue_stats;
 -- name: prom_events_total :val
 -- The newest event id: a counter of events ever published.
 SELECT coalesce(max(id), 0) FROM bg.events;
+
+-- name: page_events_recent :many
+-- The newest events, optionally of one channel.
+SELECT xid::text || ':' || id AS cursor, id, channel, payload, source, created_at
+FROM bg.events WHERE ($1::text IS NULL OR channel = $1)
+ORDER BY xid DESC, id DESC LIMIT $2;
+
+-- name: page_heartbeats :many
+-- An agent's recent heartbeats across its instances, newest first.
+SELECT h.instance_id, h.seq, h.status, h.cpu_percent, h.rss_bytes, h.ts
+FROM bg.agent_heartbeats h WHERE h.name = $1 AND h.ts > now() - interval '15 minutes'
+ORDER BY h.ts DESC LIMIT $2;
+
+-- name: page_series :many
+-- One metric's samples over the last $2 seconds, for a sparkline.
+SELECT extract(epoch FROM ts)::float8 AS t, value FROM bg.performance_metrics
+WHERE metric = $1 AND source = $3 AND ts > now() - make_interval(secs => $2) ORDER BY ts;
+

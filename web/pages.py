@@ -1,0 +1,205 @@
+"""Dashboard pages and their live regions.
+
+Each live region has one ``<region>_context()`` coroutine, shared by the page
+that includes it and by ``GET /partials/<region>``, which HTMX re-fetches when
+the dashboard's coalesced SSE stream names the region (and every 30 s as a
+fallback). Pages render the current event cursor into their ``sse-connect``
+URL, so nothing falls between the render and the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from bus import db
+from bus.queue import STATUSES
+from web.api import BadParameter, _choice, _path_id
+from web.charts import sparkline
+from web.keys import BUS, SETTINGS
+from web.security import csrf_token
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+ASSETS = HERE / "node_modules"
+Context = dict[str, Any]
+
+
+async def health_context(request: web.Request) -> Context:
+    return {"report": await request.app[BUS].state.get_system_health()}
+
+
+async def agents_context(request: web.Request) -> Context:
+    rows = await db.run(request.app[BUS].pool, "agent_status_all")
+    return {"agents": [dict(r) for r in rows]}
+
+
+async def alerts_context(request: web.Request) -> Context:
+    state = _choice(request.query.get("state"), "state", ("pending", "firing", "resolved"))
+    if request.match_info.route.name in ("overview", "partial_alerts") and state is None:
+        state = "firing" if request.query.get("all") is None else None
+    rows = [dict(r) for r in await db.run(request.app[BUS].pool, "alerts_filtered", state, 200)]
+    silences = [dict(r) for r in await db.run(request.app[BUS].pool, "silences_list")]
+    return {"alerts": rows, "silences": silences, "state": state}
+
+
+async def charts_context(request: web.Request) -> Context:
+    pool = request.app[BUS].pool
+    charts = []
+    for title, metric, unit, ceiling in (
+        ("CPU", "host.cpu_percent", "%", 100.0),
+        ("Memory", "host.memory_percent", "%", 100.0),
+        ("Queue depth", "queue.depth", " tasks", None),
+    ):
+        rows = await db.run(pool, "page_series", metric, 900.0, "host")
+        charts.append(
+            {
+                "title": title,
+                "unit": unit,
+                "line": sparkline([(r["t"], r["value"]) for r in rows], ceiling=ceiling),
+            }
+        )
+    return {"charts": charts}
+
+
+async def tasks_context(request: web.Request) -> Context:
+    queue = request.query.get("queue") or None
+    status = _choice(request.query.get("status"), "status", STATUSES)
+    q = request.app[BUS].queue
+    stats = await q.stats()
+    queues: dict[str, dict[str, Any]] = {}
+    for s in stats:
+        entry = queues.setdefault(s["queue"], {"queue": s["queue"], "oldest": None})
+        entry[s["status"]] = s["tasks"]
+        if s["status"] == "queued" and s["oldest_ready_age_s"] is not None:
+            entry["oldest"] = float(s["oldest_ready_age_s"])
+    return {
+        "queues": sorted(queues.values(), key=lambda e: e["queue"]),
+        "tasks": await q.list_tasks(queue, status, 100),
+        "queue": queue,
+        "status": status,
+        "statuses": STATUSES,
+    }
+
+
+async def events_context(request: web.Request) -> Context:
+    channel = request.query.get("channel") or None
+    if channel is not None and (len(channel) > 100 or not all(c.isalnum() or c in "_.:-" for c in channel)):
+        raise BadParameter(f"parameter 'channel' is not a channel name: {channel!r}")
+    rows = await db.run(request.app[BUS].pool, "page_events_recent", channel, 50)
+    return {"events": [dict(r) for r in rows], "channel": channel}
+
+
+async def heartbeats_context(request: web.Request) -> Context:
+    name = request.match_info.get("name") or request.query.get("name", "")
+    pool = request.app[BUS].pool
+    beats = [dict(r) for r in await db.run(pool, "page_heartbeats", name, 120)]
+    instances = [dict(r) for r in await db.run(pool, "agent_status_all") if r["name"] == name]
+    return {
+        "name": name,
+        "beats": beats,
+        "instances": instances,
+        "line": sparkline([(b["ts"].timestamp(), float(b["cpu_percent"] or 0)) for b in reversed(beats)]),
+    }
+
+
+REGIONS: dict[str, Callable[[web.Request], Awaitable[Context]]] = {
+    "health": health_context,
+    "agents": agents_context,
+    "alerts": alerts_context,
+    "charts": charts_context,
+    "tasks": tasks_context,
+    "events": events_context,
+    "heartbeats": heartbeats_context,
+}
+
+
+async def _page(request: web.Request, template: str, regions: tuple[str, ...], **extra: Any) -> web.Response:
+    context: Context = {"page": template, "cursor": await request.app[BUS].events.current_cursor()}
+    for region in regions:
+        context.update(await REGIONS[region](request))
+    context.update(extra)
+    return aiohttp_jinja2.render_template(f"pages/{template}.html", request, context)
+
+
+async def overview(request: web.Request) -> web.Response:
+    return await _page(request, "overview", ("health", "agents", "alerts", "charts"))
+
+
+async def agent_page(request: web.Request) -> web.Response:
+    return await _page(request, "agent", ("heartbeats",))
+
+
+async def alerts_page(request: web.Request) -> web.Response:
+    return await _page(request, "alerts", ("alerts",))
+
+
+async def tasks_page(request: web.Request) -> web.Response:
+    return await _page(request, "tasks", ("tasks",))
+
+
+async def task_page(request: web.Request) -> web.Response:
+    task = await request.app[BUS].queue.get(_path_id(request))
+    return await _page(request, "task", (), task=task)
+
+
+async def events_page(request: web.Request) -> web.Response:
+    return await _page(request, "events", ("events",))
+
+
+def partial_handler(region: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        context = await REGIONS[region](request)
+        return aiohttp_jinja2.render_template(f"partials/{region}.html", request, context)
+
+    return handler
+
+
+@jinja2.pass_context
+def _csrf(context: Any) -> str:
+    token = context["app"][SETTINGS].token
+    return csrf_token(token) if token else ""
+
+
+def _ago(seconds: Any) -> str:
+    if seconds is None:
+        return "never"
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.0f}s ago"
+    if s < 3600:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def setup(app: web.Application) -> None:
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        context_processors=[aiohttp_jinja2.request_processor],
+    )
+    env.globals.update(csrf=_csrf, ago=_ago, app=app, static=lambda path: f"/static/{path}")
+    r = app.router
+    r.add_get("/", overview, name="overview")
+    r.add_get("/agents/{name}", agent_page, name="agent")
+    r.add_get("/alerts", alerts_page, name="alerts")
+    r.add_get("/tasks", tasks_page, name="tasks")
+    r.add_get("/tasks/{id}", task_page, name="task")
+    r.add_get("/events", events_page, name="events")
+    for region in REGIONS:
+        r.add_get(f"/partials/{region}", partial_handler(region), name=f"partial_{region}")
+    r.add_static("/static/app", HERE / "static", name="static_app")
+    if ASSETS.exists():
+        r.add_static("/static/vendor", ASSETS, name="static_vendor")
+    else:
+        logger.warning(
+            "dashboard assets are missing (run `npm ci --prefix web`); pages render without live updates"
+        )
