@@ -37,8 +37,10 @@ async def health_context(request: web.Request) -> Context:
 
 
 async def agents_context(request: web.Request) -> Context:
+    """Live and dead instances; stopped ones only with ``?all=1``."""
+    show_all = request.query.get("all") == "1"
     rows = await db.run(request.app[BUS].pool, "agent_status_all")
-    return {"agents": [dict(r) for r in rows]}
+    return {"agents": [dict(r) for r in rows if show_all or r["status"] != "stopped"], "show_all": show_all}
 
 
 async def alerts_context(request: web.Request) -> Context:
