@@ -52,7 +52,7 @@ class Condition:
 
 def matches(matchers: dict[str, Any], labels: dict[str, Any]) -> bool:
     """Alertmanager-style equality matchers: every matcher label must be equal."""
-    return all(str(labels.get(k)) == str(v) for k, v in matchers.items())
+    return all(k in labels and str(labels[k]) == str(v) for k, v in matchers.items())
 
 
 @dataclass

@@ -90,6 +90,11 @@ class Agent:
 def load_config(agent_cls: type[Agent], path: Path | None = None) -> Any:
     """The agent's Config with overrides from its section of ``monitoring.yml``."""
     source = path or DEFAULT_MONITORING_FILE
+    if path is not None and not path.is_file():
+        raise ConfigError(
+            f"BGAGENTS_MONITORING_FILE: {path} does not exist",
+            hint="point it at your copy of agents/monitoring.yml, or unset it",
+        )
     section: dict[str, Any] = {}
     if source.exists():
         try:
@@ -99,6 +104,11 @@ def load_config(agent_cls: type[Agent], path: Path | None = None) -> Any:
         if not isinstance(document, dict):
             raise ConfigError(f"BGAGENTS_MONITORING_FILE: {source} must map agent names to settings")
         section = document.get(agent_cls.name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"BGAGENTS_MONITORING_FILE: the {agent_cls.name!r} section of {source} must map "
+                "settings to values"
+            )
     known = {f.name for f in dataclasses.fields(agent_cls.Config)}
     unknown = set(section) - known
     if unknown:

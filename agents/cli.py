@@ -50,7 +50,8 @@ class _Cli(click.Group):
         except asyncpg.PostgresError as exc:
             logger.debug("command failed", exc_info=True)
             hint = f" (hint: {exc.hint})" if getattr(exc, "hint", None) else ""
-            _fail(f"database error: {exc}{hint}")
+            message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+            _fail(f"{message}{hint}")
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 
@@ -338,9 +339,9 @@ def web_cmd(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from agents import bench, bench_agents, cli_agents, cli_queue
+    from agents import bench, bench_agents, bench_sse, cli_agents, cli_queue
 
-    assert bench_agents  # its commands join the bench group on import
+    assert bench_agents and bench_sse  # their commands join the bench group on import
 
     cli_queue.register(cli)
     cli_agents.register(cli)

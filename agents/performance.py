@@ -38,13 +38,20 @@ class Ewma:
     n: int = 0
     streak: int = 0
 
-    def update(self, x: float) -> float:
-        """Add a sample; returns its z-score against the state before it (0 while new)."""
+    def update(self, x: float, z_limit: float | None = None, warmup: int = 0) -> float:
+        """Add a sample; returns its z-score against the state before it (0 while new).
+
+        An anomalous sample (past ``warmup``, ``|z| >= z_limit``) does not move the
+        baseline: otherwise the spike inflates the variance and hides the samples
+        after it. The spread has a floor, so a jump after a flat stretch still counts.
+        """
         if self.n == 0:
             self.mean, self.n = x, 1
             return 0.0
-        std = math.sqrt(self.var)
-        z = (x - self.mean) / std if std > 1e-9 else 0.0
+        std = max(math.sqrt(self.var), 0.05 * abs(self.mean), 0.5)
+        z = (x - self.mean) / std
+        if z_limit is not None and self.n > warmup and abs(z) >= z_limit:
+            return z
         diff = x - self.mean
         incr = self.alpha * diff
         self.mean += incr
@@ -197,9 +204,10 @@ class PerformanceMonitor(Agent):
                 )
             if metric in anomaly.get("metrics", []) and source == "host":
                 tracker = self._ewma.setdefault(metric, Ewma(float(anomaly.get("alpha", 0.1))))
-                z = tracker.update(value)
-                judged = tracker.n > int(anomaly.get("warmup", 30))
-                tracker.streak = tracker.streak + 1 if judged and abs(z) >= anomaly.get("z", 4.0) else 0
+                limit, warmup = float(anomaly.get("z", 4.0)), int(anomaly.get("warmup", 30))
+                judged = tracker.n > warmup
+                z = tracker.update(value, limit, warmup)
+                tracker.streak = tracker.streak + 1 if judged and abs(z) >= limit else 0
                 if tracker.streak >= int(anomaly.get("consecutive", 3)):
                     found.append(
                         Condition(
