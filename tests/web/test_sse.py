@@ -125,3 +125,31 @@ async def test_stream_sends_retry_and_never_5xx(client: TestClient) -> None:
     while b"retry:" not in first:
         first += await asyncio.wait_for(resp.content.readline(), 5)
     resp.close()
+
+
+async def test_the_dashboard_stream_coalesces_regions_and_keeps_the_last_change(
+    client: TestClient, db_url: str
+) -> None:
+    resp = await client.get("/api/events?coalesce=1")
+    await read_events(resp, 0)
+    await asyncio.sleep(0.3)
+    conn = await asyncpg.connect(db_url)
+    try:
+        for n in range(30):
+            await conn.execute("select bg.publish('agents', jsonb_build_object('n', $1::int))", n)
+        newest = await conn.fetchval(
+            "select xid::text || ':' || id from bg.events order by xid desc, id desc limit 1"
+        )
+    finally:
+        await conn.close()
+    seen: list[dict] = []
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while not seen or seen[-1].get("id") != newest:
+        seen += await read_events(resp, 1, skip=("hello", "tasks"))
+        assert loop.time() - began < 10, "the trailing change never arrived"
+    agents = [e for e in seen if e["event"] == "agents"]
+    assert len(agents) < 30  # coalesced, not one per event
+    assert {e["event"] for e in seen} <= {"agents", "health", "events"}
+    assert all(e["data"] == {} for e in seen)  # names only: the partial is the markup
+    resp.close()
