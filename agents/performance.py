@@ -41,18 +41,21 @@ class Ewma:
     def update(self, x: float, z_limit: float | None = None, warmup: int = 0) -> float:
         """Add a sample; returns its z-score against the state before it (0 while new).
 
-        An anomalous sample (past ``warmup``, ``|z| >= z_limit``) does not move the
-        baseline: otherwise the spike inflates the variance and hides the samples
-        after it. The spread has a floor, so a jump after a flat stretch still counts.
+        An anomalous sample (past ``warmup``, ``|z| >= z_limit``) moves the baseline
+        only as much as a borderline one would: otherwise the spike inflates the
+        variance and hides the samples after it. The spread has a floor, so a jump
+        after a flat stretch still counts.
         """
         if self.n == 0:
             self.mean, self.n = x, 1
             return 0.0
         std = max(math.sqrt(self.var), 0.05 * abs(self.mean), 0.5)
         z = (x - self.mean) / std
-        if z_limit is not None and self.n > warmup and abs(z) >= z_limit:
-            return z
         diff = x - self.mean
+        if z_limit is not None and self.n > warmup and abs(z) >= z_limit:
+            # Learn from it only as a borderline sample: a spike can't hide the next
+            # samples, and a lasting level shift still becomes the new normal.
+            diff = math.copysign(z_limit * std, diff)
         incr = self.alpha * diff
         self.mean += incr
         self.var = (1 - self.alpha) * (self.var + diff * incr)

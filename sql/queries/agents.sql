@@ -177,6 +177,37 @@ SELECT count(*) AS live,
        (SELECT count(*) FROM bg.alerts WHERE state = 'firing') AS firing
 FROM live;
 
+-- name: alert_get :one
+-- One alert.
+SELECT * FROM bg.alerts WHERE id = $1;
+
+-- name: alerts_filtered :many
+-- Alerts by state ($1), acknowledged ($2) and silenced ($3, against active silences); NULL: any.
+SELECT a.*, EXISTS (
+           SELECT 1 FROM bg.silences s
+           WHERE s.starts_at <= now() AND s.ends_at > now()
+             AND (a.labels || jsonb_build_object('alertname', a.rule)) @> s.matchers
+       ) AS silenced,
+       (a.acked_at IS NOT NULL AND (a.ack_expires_at IS NULL OR a.ack_expires_at > now())) AS acked
+FROM bg.alerts a
+WHERE ($1::text IS NULL OR a.state = $1)
+ORDER BY a.started_at DESC
+LIMIT $2;
+
+-- name: silences_list :many
+-- Silences, active first, then the most recently ended.
+SELECT id, matchers, created_by, comment, starts_at, ends_at, ends_at > now() AS active
+FROM bg.silences ORDER BY (ends_at > now()) DESC, ends_at DESC LIMIT 200;
+
+-- name: metrics_series :many
+-- Samples of metric $1 since $2, oldest first (at most $3).
+SELECT ts, source, instance_id, value FROM bg.performance_metrics
+WHERE metric = $1 AND ts >= $2 ORDER BY ts LIMIT $3;
+
+-- name: metrics_names :many
+-- Metric names seen in the last hour.
+SELECT DISTINCT metric FROM bg.performance_metrics WHERE ts > now() - interval '1 hour' ORDER BY metric;
+
 -- name: queue_depth_total :val
 -- Queued tasks across every queue (the monitor samples it as queue.depth).
 SELECT count(*)::float8 FROM bg.tasks WHERE status = 'queued';
