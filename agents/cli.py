@@ -339,8 +339,9 @@ def web_cmd(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from agents import bench, bench_agents, bench_sse, cli_agents, cli_queue
+    from agents import bench, bench_agents, bench_sse, cli_agents, cli_ai, cli_queue
 
+    cli_ai.register(cli)
     assert bench_agents and bench_sse  # their commands join the bench group on import
 
     cli_queue.register(cli)

@@ -12,11 +12,14 @@ from bus.errors import InvalidArgument
 
 def builtin_agents() -> dict[str, type[Agent]]:
     """The built-in agents by name, in start order."""
+    from agents.ai_help import AIHelpAgent
     from agents.coordinator import AgentCoordinator
     from agents.heartbeat import HeartbeatHealthAgent
     from agents.performance import PerformanceMonitor
 
-    return {cls.name: cls for cls in (AgentCoordinator, HeartbeatHealthAgent, PerformanceMonitor)}
+    return {
+        cls.name: cls for cls in (AgentCoordinator, HeartbeatHealthAgent, PerformanceMonitor, AIHelpAgent)
+    }
 
 
 def resolve(spec: str) -> type[Agent]:

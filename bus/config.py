@@ -81,6 +81,20 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _embedder(name: str, raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in ("local", "openai", "hashing"):
+        raise ConfigError(f"{name}: expected local, openai or hashing, got {raw!r}")
+    return kind
+
+
+def _http_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}: expected an http(s) URL, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Spec:
     """How one setting is read: its variable, parser, default and meaning."""
@@ -160,6 +174,27 @@ SETTINGS: tuple[Spec, ...] = (
         None,
         "Your own monitoring.yml (intervals, thresholds, alert rules). Unset: the built-in one.",
     ),
+    Spec(
+        "BGAGENTS_EMBEDDER",
+        "embedder",
+        _embedder,
+        "local",
+        "Embeddings for AI search: local (all-MiniLM-L6-v2 on numpy), openai or hashing.",
+    ),
+    Spec(
+        "OPENAI_API_KEY",
+        "openai_api_key",
+        _text,
+        None,
+        "Enables OpenAI (or a compatible server) for chat, and for embeddings when chosen.",
+    ),
+    Spec(
+        "OPENAI_BASE_URL",
+        "openai_base_url",
+        _http_url,
+        None,
+        "An OpenAI-compatible server; enables chat on its own (a placeholder key is sent).",
+    ),
     Spec("BGAGENTS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
 )
 
@@ -181,6 +216,9 @@ class Settings:
     event_retention_days: float
     task_retention_days: float
     monitoring_file: Path | None
+    embedder: str
+    openai_api_key: str | None
+    openai_base_url: str | None
     log_level: str
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import os
 import random
@@ -445,12 +446,7 @@ class Worker:
             ids = [task_id for task_id, _ in done]
             results = [result for _, result in done]
             try:
-                await db.run(self.pool, "queue_complete", ids, results, self.worker_id)
-            except (TypeError, ValueError):
-                # A result that isn't JSON: store its repr rather than lose the completion.
-                await db.run(
-                    self.pool, "queue_complete", ids, [_jsonable(r) for r in results], self.worker_id
-                )
+                await db.run(self.pool, "queue_complete", ids, [_to_json(r) for r in results], self.worker_id)
             except db.DB_ERRORS as exc:
                 logger.warning(
                     "worker %s: could not record %d completions: %s; retrying", self.queue, len(ids), exc
@@ -497,11 +493,9 @@ class Worker:
             )
 
 
-def _jsonable(value: Any) -> Any:
-    import json
-
+def _to_json(value: Any) -> str:
+    """A handler's result as JSON text; a result that isn't JSON is stored as its repr."""
     try:
-        json.dumps(value)
+        return json.dumps(value)
     except (TypeError, ValueError):
-        return {"repr": repr(value)}
-    return value
+        return json.dumps({"repr": repr(value)})

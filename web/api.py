@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bus import db
 from bus.errors import BgError, InvalidArgument, NotFound
-from bus.queue import STATUSES
+from bus.queue import STATUSES, TaskFailed
 from web.keys import BUS
 from web.security import USER
 
@@ -318,6 +318,32 @@ async def agent_command(request: web.Request) -> web.Response:
     return reply({"agent": name, "command": command, "instances": count})
 
 
+SEARCH_QUEUE = "ai.search"  # the ai-help agent's queue; the web only enqueues and awaits
+
+
+async def search(request: web.Request) -> web.Response:
+    """Ask the ai-help agent, through the queue, for the best chunks."""
+    query = request.query.get("q", "").strip()
+    if not query:
+        raise BadParameter("parameter 'q' is required")
+    k = _int(request, "k", 5, 1, 100)
+    bus = request.app[BUS]
+    agents = await db.run(bus.pool, "agent_status_all")
+    if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
+        return _json_error(
+            503, "the ai-help agent is not running", "start it with `bgagents run ai-help` (or `bgagents up`)"
+        )
+    task_id = await bus.queue.enqueue(SEARCH_QUEUE, {"q": query, "k": k}, max_attempts=1, timeout=60)
+    try:
+        hits = await bus.queue.result(task_id, timeout=60)
+    except TimeoutError:
+        return _json_error(503, "the ai-help agent did not answer in 60 s", "is it busy or stuck?")
+    except TaskFailed as exc:
+        row = await bus.queue.get(task_id)
+        return _json_error(503, f"search failed: {row['last_error'] or exc.message}")
+    return reply({"query": query, "hits": hits})
+
+
 def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/healthz", healthz, name="healthz")
@@ -330,6 +356,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/silences", add_silence, name="api_silence_add")
     r.add_delete("/api/silences/{id}", delete_silence, name="api_silence_delete")
     r.add_get("/api/metrics", metrics, name="api_metrics")
+    r.add_get("/api/search", search, name="api_search")
     r.add_get("/api/tasks", tasks, name="api_tasks")
     r.add_post("/api/tasks/{action:retry|cancel}", tasks_bulk, name="api_tasks_bulk")
     r.add_get("/api/tasks/{id}", task_detail, name="api_task")

@@ -210,7 +210,9 @@ AS $$
     WHERE q.concurrency_limit IS NOT NULL AND q.queue = ANY (queues)
 $$;
 
-CREATE FUNCTION bg.complete_tasks(ids bigint[], results jsonb[], worker text) RETURNS integer
+-- Results travel as JSON text: a jsonb[] parameter would read a list result as
+-- another array dimension.
+CREATE FUNCTION bg.complete_tasks(ids bigint[], results text[], worker text) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -221,7 +223,7 @@ BEGIN
     WITH finished AS (
         UPDATE bg.tasks t
         SET status = CASE WHEN t.cancel_requested THEN 'cancelled' ELSE 'done' END,
-            result = r.result, finished_at = now(), locked_by = NULL, lease_until = NULL
+            result = r.result::jsonb, finished_at = now(), locked_by = NULL, lease_until = NULL
         FROM unnest(ids, results) AS r(id, result)
         WHERE t.id = r.id AND t.locked_by = worker AND t.status = 'running'
         RETURNING t.queue

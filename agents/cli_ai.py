@@ -1,0 +1,121 @@
+"""AI commands: ``ingest`` and ``search`` over the knowledge base.
+
+They are registered on the root group by :mod:`agents.cli`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn
+
+from agents import knowledge
+from agents.embedders import Embedder, make_embedder
+from bus.client import Bus
+from bus.config import Settings
+from bus.errors import InvalidArgument
+
+TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".rst")
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    return make_embedder(
+        settings.embedder,
+        settings.data_dir,
+        openai_api_key=settings.openai_api_key,
+        openai_base_url=settings.openai_base_url,
+    )
+
+
+def default_paths() -> list[Path]:
+    """The README and docs/ of the current folder."""
+    found = [p for p in (Path("README.md"),) if p.is_file()]
+    if Path("docs").is_dir():
+        found += sorted(p for p in Path("docs").rglob("*") if p.suffix in TEXT_SUFFIXES)
+    return found
+
+
+def expand(paths: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InvalidArgument(f"{raw}: no such file or folder")
+    return files
+
+
+def register(cli: click.Group) -> None:
+    for command in (ingest, search):
+        cli.add_command(command)
+
+
+@click.command()
+@click.argument("paths", nargs=-1)
+@click.pass_context
+def ingest(ctx: click.Context, paths: tuple[str, ...]) -> None:
+    """Ingest Markdown and text files (default: README.md and docs/) into the knowledge base."""
+    settings: Settings = ctx.obj
+    files = expand(paths) if paths else default_paths()
+    if not files:
+        raise InvalidArgument(
+            "nothing to ingest here",
+            hint="give files or folders, or run it from a folder with README.md or docs/",
+        )
+    embedder = embedder_for(settings)
+
+    async def go() -> knowledge.IngestReport:
+        async with Bus.connect(settings, listen=False) as bus:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                transient=True,
+            ) as bar:
+                job = bar.add_task("ingesting", total=len(files))
+
+                def step(source: str, done: int, total: int) -> None:
+                    bar.update(job, completed=done, description=f"ingesting {source}")
+
+                report = await knowledge.ingest(bus.pool, embedder, files, step)
+                restale = bar.add_task("re-embedding other models' chunks", total=None)
+                await knowledge.reembed_stale(
+                    bus.pool, embedder, progress=lambda d, t: bar.update(restale, completed=d, total=t)
+                )
+                return report
+
+    r = asyncio.run(go())
+    click.echo(
+        f"{r.files} file(s) with {embedder.model}: {r.unchanged} unchanged, "
+        f"{r.chunks_embedded} chunk(s) embedded, {r.chunks_kept} kept"
+    )
+
+
+@click.command()
+@click.argument("query")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True, help="The last line is a JSON list of hits.")
+@click.pass_context
+def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
+    """Hybrid search (vector + full text) over the knowledge base."""
+    settings: Settings = ctx.obj
+    embedder = embedder_for(settings)
+
+    async def go() -> list[knowledge.Hit]:
+        async with Bus.connect(settings, listen=False) as bus:
+            return await knowledge.search(bus.pool, embedder, query, k)
+
+    hits = asyncio.run(go())
+    for n, hit in enumerate(hits, 1):
+        snippet = " ".join(hit.content.split())[:160]
+        click.echo(f"{n}. {hit.source} — {hit.heading}  ({hit.score:.4f})\n   {snippet}")
+    if as_json:
+        data: list[dict[str, Any]] = [h.as_json() for h in hits]
+        click.echo(json.dumps(data))

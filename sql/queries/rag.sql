@@ -1,0 +1,95 @@
+-- name: rag_document :one
+-- A document by source path.
+SELECT id, content_sha256 FROM bg.documents WHERE source = $1;
+
+-- name: rag_upsert_document :val
+-- Create or update a document; returns its id.
+INSERT INTO bg.documents (source, title, content_sha256, chunks) VALUES ($1, $2, $3, $4)
+ON CONFLICT (source) DO UPDATE
+SET title = EXCLUDED.title, content_sha256 = EXCLUDED.content_sha256, chunks = EXCLUDED.chunks,
+    updated_at = now()
+RETURNING id;
+
+-- name: rag_chunks_of :many
+-- A document's chunks: what is already embedded, and with which model.
+SELECT seq, content_sha256, embedding_model FROM bg.document_chunks WHERE document = $1;
+
+-- name: rag_upsert_chunk :exec
+-- Store one chunk; keeps its embedding when neither the text nor the model changed.
+INSERT INTO bg.document_chunks (document, seq, heading, content, content_sha256, embedding, embedding_model)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (document, seq) DO UPDATE
+SET heading = EXCLUDED.heading, content = EXCLUDED.content, content_sha256 = EXCLUDED.content_sha256,
+    embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model;
+
+-- name: rag_trim_chunks :exec
+-- Drop chunks past a document's new end.
+DELETE FROM bg.document_chunks WHERE document = $1 AND seq >= $2;
+
+-- name: rag_stale_chunks :many
+-- Chunks embedded with another model than $1 (re-embedded in the background).
+SELECT id, heading, content FROM bg.document_chunks
+WHERE embedding_model IS DISTINCT FROM $1 ORDER BY id LIMIT $2;
+
+-- name: rag_set_embedding :exec
+-- Store one chunk's new embedding.
+UPDATE bg.document_chunks SET embedding = $2, embedding_model = $3 WHERE id = $1;
+
+-- name: rag_count :one
+-- How many chunks there are, and how many use model $1.
+SELECT count(*) AS total, count(*) FILTER (WHERE embedding_model = $1) AS current FROM bg.document_chunks;
+
+-- name: rag_ef_search :exec
+-- Let HNSW consider at least $1 candidates in this transaction (above the LIMIT we fetch).
+SELECT set_config('hnsw.ef_search', $1::int::text, true);
+
+-- name: rag_search_384 :many
+-- Hybrid search for 384-dimension models: cosine (HNSW) and full-text ranks
+-- fused by reciprocal rank fusion. $1 vector, $2 model, $3 candidates, $4 query text, $5 k.
+WITH semantic AS (
+    SELECT c.id, row_number() OVER (ORDER BY c.distance, c.id) AS rank
+    FROM (SELECT id, embedding::vector(384) <=> $1::vector(384) AS distance
+          FROM bg.document_chunks
+          WHERE embedding_model = $2
+          ORDER BY distance
+          LIMIT $3) c
+), lexical AS (
+    SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id) AS rank
+    FROM bg.document_chunks c, websearch_to_tsquery('english', $4) q
+    WHERE c.tsv @@ q
+    ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id
+    LIMIT $3
+), fused AS (
+    SELECT coalesce(s.id, l.id) AS id,
+           coalesce(1.0 / (60 + s.rank), 0) + coalesce(1.0 / (60 + l.rank), 0) AS score
+    FROM semantic s FULL OUTER JOIN lexical l ON s.id = l.id
+)
+SELECT d.source, c.heading, c.content, f.score::float8 AS score
+FROM fused f JOIN bg.document_chunks c ON c.id = f.id JOIN bg.documents d ON d.id = c.document
+ORDER BY f.score DESC, c.id
+LIMIT $5;
+
+-- name: rag_search_1536 :many
+-- The same hybrid search for 1536-dimension models (OpenAI's text-embedding-3-small).
+WITH semantic AS (
+    SELECT c.id, row_number() OVER (ORDER BY c.distance, c.id) AS rank
+    FROM (SELECT id, embedding::vector(1536) <=> $1::vector(1536) AS distance
+          FROM bg.document_chunks
+          WHERE embedding_model = $2
+          ORDER BY distance
+          LIMIT $3) c
+), lexical AS (
+    SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id) AS rank
+    FROM bg.document_chunks c, websearch_to_tsquery('english', $4) q
+    WHERE c.tsv @@ q
+    ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id
+    LIMIT $3
+), fused AS (
+    SELECT coalesce(s.id, l.id) AS id,
+           coalesce(1.0 / (60 + s.rank), 0) + coalesce(1.0 / (60 + l.rank), 0) AS score
+    FROM semantic s FULL OUTER JOIN lexical l ON s.id = l.id
+)
+SELECT d.source, c.heading, c.content, f.score::float8 AS score
+FROM fused f JOIN bg.document_chunks c ON c.id = f.id JOIN bg.documents d ON d.id = c.document
+ORDER BY f.score DESC, c.id
+LIMIT $5;
