@@ -1,8 +1,10 @@
 """AIHelpAgent (``ai-help``): answers questions about the running system.
 
-So far it serves search: the web and other apps put ``{"q", "k"}`` on the
-``ai.search`` queue and await the task's result, a list of hits
-``{source, heading, content, score}`` from hybrid retrieval. The embedder is
+Search: the web and other apps put ``{"q", "k"}`` on the ``ai.search`` queue
+and await the task's result, a list of hits ``{source, heading, content,
+score}`` from hybrid retrieval. Questions: ``{"question"}`` on ``ai.ask``
+(``bgagents ask``, ``select bg.ask(...)``); the answer streams on the ``help``
+channel and every exchange is logged in ``bg.llm_conversations``. The embedder is
 built on first use, so starting the agent never waits for model weights.
 Without pgvector the agent runs but says why it can't help, in
 ``bgagents status`` and in each failed task.
@@ -10,22 +12,28 @@ Without pgvector the agent runs but says why it can't help, in
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from agents import knowledge
+import openai
+
+from agents import answers, knowledge
 from agents.base import Agent
 from agents.embedders import Embedder, make_embedder
+from bus import db
 from bus.errors import FeatureUnavailable, InvalidArgument
 from bus.worker import Task
 
 SEARCH_QUEUE = "ai.search"
+ASK_QUEUE = "ai.ask"
 
 
 class AIHelpAgent(Agent):
     name = "ai-help"
     kind = "builtin"
-    queues: ClassVar[dict[str, str]] = {SEARCH_QUEUE: "handle_search"}
+    queues: ClassVar[dict[str, str]] = {SEARCH_QUEUE: "handle_search", ASK_QUEUE: "handle_ask"}
 
     @dataclass
     class Config(Agent.Config):
@@ -61,3 +69,50 @@ class AIHelpAgent(Agent):
             raise InvalidArgument("k must be a whole number") from None
         hits = await knowledge.search(self.bus.pool, self.embedder(), query, k)
         return [hit.as_json() for hit in hits]
+
+    async def handle_ask(self, task: Task) -> dict[str, Any]:
+        """Answer a question, streaming it on the ``help`` channel as it is written."""
+        payload = task.payload if isinstance(task.payload, dict) else {}
+        question = str(payload.get("question", "")).strip()
+        if not question:
+            raise InvalidArgument("the question is empty")
+        started = datetime.now(UTC)
+        began = time.perf_counter()
+        hits = [] if self._note else await knowledge.search(self.bus.pool, self.embedder(), question, 5)
+        context = dict(await db.run(self.bus.pool, "help_context"))
+        settings = self.bus.settings
+        usage: dict[str, int] = {}
+        if settings.chat_enabled:
+            client = openai.AsyncOpenAI(
+                api_key=settings.openai_api_key or "not-needed", base_url=settings.openai_base_url
+            )
+            pieces = []
+            async for delta in answers.stream_chat(
+                client, settings.chat_model, answers.prompt(question, hits, context), usage
+            ):
+                pieces.append(delta)
+                await self.publish("help", {"task": task.id, "delta": delta})
+            answer, mode, model = "".join(pieces), "chat", settings.chat_model
+        else:
+            answer, mode, model = answers.extractive(question, hits, context), "extractive", "extractive"
+            await self.publish("help", {"task": task.id, "delta": answer})
+        cited = answers.citations(hits)
+        await db.run(
+            self.bus.pool,
+            "help_log",
+            question,
+            [c["source"] + "#" + c["heading"] for c in cited],
+            answer,
+            model,
+            mode,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            (time.perf_counter() - began) * 1000,
+            started,
+        )
+        result = {"answer": answer, "citations": cited, "mode": mode, "model": model}
+        if payload.get("request_id"):
+            await db.run(self.bus.pool, "help_answered", int(payload["request_id"]), answer, cited)
+            await self.publish("help", {"request_id": payload["request_id"], **result})
+        await self.publish("help", {"task": task.id, "done": True})
+        return result

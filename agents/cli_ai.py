@@ -14,10 +14,12 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn
 
 from agents import knowledge
+from agents.ai_help import ASK_QUEUE
 from agents.embedders import Embedder, make_embedder
+from bus import db
 from bus.client import Bus
 from bus.config import Settings
-from bus.errors import InvalidArgument
+from bus.errors import BgError, InvalidArgument
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".rst")
 
@@ -53,7 +55,7 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
 
 
 def register(cli: click.Group) -> None:
-    for command in (ingest, search):
+    for command in (ingest, search, ask):
         cli.add_command(command)
 
 
@@ -119,3 +121,48 @@ def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
     if as_json:
         data: list[dict[str, Any]] = [h.as_json() for h in hits]
         click.echo(json.dumps(data))
+
+
+@click.command()
+@click.argument("question")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(1))
+@click.pass_context
+def ask(ctx: click.Context, question: str, timeout: float) -> None:
+    """Ask the ai-help agent about the running system; the answer streams in, with citations."""
+    settings: Settings = ctx.obj
+
+    async def go() -> dict[str, Any]:
+        async with Bus.connect(settings) as bus:
+            agents = await db.run(bus.pool, "agent_status_all")
+            if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
+                raise BgError(
+                    "the ai-help agent is not running",
+                    hint="start it with `bgagents up` or `bgagents run ai-help`",
+                )
+            cursor = await bus.events.current_cursor()
+            task_id = await bus.queue.enqueue(
+                ASK_QUEUE, {"question": question}, max_attempts=2, timeout=timeout
+            )
+
+            async def follow() -> None:
+                async for event in bus.subscribe(["help"], after=cursor):
+                    if event.payload.get("task") != task_id:
+                        continue
+                    if event.payload.get("done"):
+                        return
+                    click.echo(event.payload.get("delta", ""), nl=False)
+
+            follower = asyncio.create_task(follow())
+            try:
+                result: dict[str, Any] = await bus.queue.result(task_id, timeout=timeout)
+                await asyncio.wait_for(follower, 10)
+            finally:
+                follower.cancel()
+            return result
+
+    result = asyncio.run(go())
+    click.echo()
+    if result["citations"]:
+        click.echo()
+        for c in result["citations"]:
+            click.echo(f"[{c['n']}] {c['source']} — {c['heading']}")

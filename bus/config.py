@@ -195,6 +195,13 @@ SETTINGS: tuple[Spec, ...] = (
         None,
         "An OpenAI-compatible server; enables chat on its own (a placeholder key is sent).",
     ),
+    Spec(
+        "BGAGENTS_CHAT_MODEL",
+        "chat_model",
+        _text,
+        "gpt-4o-mini",
+        "Chat model for AI help when OpenAI (or a compatible server) is configured.",
+    ),
     Spec("BGAGENTS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
 )
 
@@ -219,11 +226,16 @@ class Settings:
     embedder: str
     openai_api_key: str | None
     openai_base_url: str | None
+    chat_model: str
     log_level: str
 
     @property
     def uses_embedded(self) -> bool:
         return self.database_url is None
+
+    @property
+    def chat_enabled(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url)
 
     @property
     def pgdata(self) -> Path:

@@ -93,3 +93,25 @@ SELECT d.source, c.heading, c.content, f.score::float8 AS score
 FROM fused f JOIN bg.document_chunks c ON c.id = f.id JOIN bg.documents d ON d.id = c.document
 ORDER BY f.score DESC, c.id
 LIMIT $5;
+
+-- name: help_context :one
+-- Live facts for an answer: agents not up, firing alerts, failed tasks of the last day.
+SELECT
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('name', name, 'host', host, 'status', status,
+                                                'health', health, 'beat_age_s', round(beat_age_s::numeric, 1))), '[]')
+     FROM bg.agent_status WHERE health <> 'up' AND status <> 'stopped') AS unhealthy,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('summary', summary, 'severity', severity,
+                                                'since', fired_at)), '[]')
+     FROM bg.alerts WHERE state = 'firing') AS alerts,
+  (SELECT count(*) FROM bg.tasks WHERE status = 'failed' AND finished_at > now() - interval '1 day') AS failed_tasks;
+
+-- name: help_log :val
+-- Log one exchange (the LangSmith bridge forwards it); returns its id.
+INSERT INTO bg.llm_conversations (question, context_ids, answer, model, mode, prompt_tokens,
+                                  completion_tokens, latency_ms, started_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id;
+
+-- name: help_answered :exec
+-- Store a SQL caller's answer.
+UPDATE bg.help_requests SET status = 'answered', answer = $2, citations = $3, answered_at = now()
+WHERE id = $1;

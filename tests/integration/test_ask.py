@@ -1,0 +1,83 @@
+"""Questions to the ai-help agent: extractive answers with citations and live state, from SQL too."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from agents import knowledge
+from agents.ai_help import AIHelpAgent
+from agents.embedders import HashingEmbedder
+from agents.supervisor import Supervisor
+from bus.client import Bus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def helper(db_url: str, settings_for) -> AsyncIterator[Bus]:
+    settings = settings_for(db_url, BGAGENTS_EMBEDDER="hashing")
+    async with Bus.connect(settings) as bus:
+        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
+            pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
+        await knowledge.ingest(bus.pool, HashingEmbedder(), [ROOT / "README.md"])
+        supervisor = Supervisor(bus, [AIHelpAgent(bus)])
+        running = asyncio.create_task(supervisor.run())
+        yield bus
+        supervisor.stop()
+        await running
+
+
+async def test_which_agent_is_down_and_why(helper: Bus, db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            "insert into bg.agents (instance_id, name, host, pid, status, health, last_beat_at) "
+            "values ('p@h1', 'performance', 'h1', 7, 'dead', 'down', now() - interval '42 seconds')"
+        )
+    finally:
+        await conn.close()
+    cursor = await helper.events.current_cursor()
+    task_id = await helper.queue.enqueue("ai.ask", {"question": "which agent is down and why?"})
+    result = await helper.queue.result(task_id, timeout=30)
+    assert result["mode"] == "extractive"
+    assert "extracted" in result["answer"]
+    assert "performance on h1 is down" in result["answer"] and "42" in result["answer"]
+    assert "[1]" in result["answer"] and result["citations"][0]["n"] == 1
+    assert result["citations"][0]["source"].endswith("README.md")
+    streamed = [e.payload async for e in _take(helper, cursor, task_id)]
+    assert "".join(p.get("delta", "") for p in streamed) == result["answer"]
+    logged = await helper.pool.fetchrow("select mode, answer from bg.llm_conversations")
+    assert (logged["mode"], logged["answer"]) == ("extractive", result["answer"])
+
+
+async def _take(bus: Bus, cursor: str, task_id: int):  # type: ignore[no-untyped-def]
+    async for event in bus.subscribe(["help"], after=cursor):
+        if event.payload.get("task") == task_id:
+            if event.payload.get("done"):
+                return
+            yield event
+
+
+async def test_ask_from_sql_lands_in_help_requests(helper: Bus, db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        request_id = await conn.fetchval("select bg.ask('how do I enqueue a task from SQL?')")
+        deadline = asyncio.get_running_loop().time() + 30
+        while (
+            row := await conn.fetchrow(
+                "select status, answer, citations from bg.help_requests where id = $1", request_id
+            )
+        )["status"] != "answered":
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        assert "Use it from SQL" in row["answer"] or "Use it from SQL" in row["citations"]
+        with pytest.raises(asyncpg.InvalidParameterValueError) as err:
+            await conn.fetchval("select bg.ask('')")
+        assert err.value.hint
+    finally:
+        await conn.close()
