@@ -179,7 +179,14 @@ async def events(request: web.Request) -> web.StreamResponse:
             if coalesce:
                 await _coalesce(resp, client, cursor)
                 return resp
-            sent = await _replay(bus, resp, cursor, channels)
+            if cursor is None:
+                # Live only: skip what the broadcaster still carries from before we came.
+                try:
+                    sent: tuple[int, int] | None = position(await bus.events.current_cursor())
+                except db.TRANSIENT_ERRORS:
+                    sent = None
+            else:
+                sent = await _replay(bus, resp, cursor, channels)
             while resp.is_connected():
                 getter = asyncio.ensure_future(client.queue.get())
                 overflow = asyncio.ensure_future(client.overflowed.wait())
