@@ -339,10 +339,10 @@ def web_cmd(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from agents import bench, bench_agents, bench_sse, cli_agents, cli_ai, cli_queue
+    from agents import bench, bench_agents, bench_rag, bench_sse, cli_agents, cli_ai, cli_queue
 
     cli_ai.register(cli)
-    assert bench_agents and bench_sse  # their commands join the bench group on import
+    assert bench_agents and bench_rag and bench_sse  # their commands join the bench group on import
 
     cli_queue.register(cli)
     cli_agents.register(cli)

