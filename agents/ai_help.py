@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import openai
 
-from agents import answers, knowledge
+from agents import answers, knowledge, reports
 from agents.base import Agent
 from agents.embedders import Embedder, make_embedder
 from bus import db
@@ -28,20 +28,28 @@ from bus.worker import Task
 
 SEARCH_QUEUE = "ai.search"
 ASK_QUEUE = "ai.ask"
+REPORT_QUEUE = "ai.report"
 
 
 class AIHelpAgent(Agent):
     name = "ai-help"
     kind = "builtin"
-    queues: ClassVar[dict[str, str]] = {SEARCH_QUEUE: "handle_search", ASK_QUEUE: "handle_ask"}
+    queues: ClassVar[dict[str, str]] = {
+        SEARCH_QUEUE: "handle_search",
+        ASK_QUEUE: "handle_ask",
+        REPORT_QUEUE: "handle_report",
+    }
 
     @dataclass
     class Config(Agent.Config):
         interval: float = 60.0
         concurrency: int = 2
+        report_interval: float = 3600.0
+        """Seconds between automatic system reports (0: only on demand)."""
 
     _embedder: Embedder | None = None
     _note: str | None = None
+    _last_report = 0.0
 
     async def setup(self) -> None:
         if not await self.bus.pool.fetchval("SELECT to_regclass('bg.document_chunks') IS NOT NULL"):
@@ -116,3 +124,23 @@ class AIHelpAgent(Agent):
             await self.publish("help", {"request_id": payload["request_id"], **result})
         await self.publish("help", {"task": task.id, "done": True})
         return result
+
+    async def run_once(self) -> None:
+        interval = self.config.report_interval
+        if interval and time.monotonic() - self._last_report >= interval:
+            if self._last_report:  # not at start-up: the first report covers a full period
+                await self.report(int(interval))
+            self._last_report = time.monotonic()
+
+    async def handle_report(self, task: Task) -> dict[str, Any]:
+        payload = task.payload if isinstance(task.payload, dict) else {}
+        return await self.report(int(payload.get("period_s", self.config.report_interval or 3600)))
+
+    async def report(self, period_s: int) -> dict[str, Any]:
+        """Write, store and publish a system report."""
+        facts = dict(await db.run(self.bus.pool, "report_facts", float(period_s)))
+        body = reports.write(facts, period_s)
+        report_id = await db.run(self.bus.pool, "report_store", period_s, body, facts)
+        await self.publish("reports", {"id": report_id, "body": body})
+        self.log.info("wrote system report %s", report_id)
+        return {"id": report_id, "body": body, "facts": facts}

@@ -14,7 +14,7 @@ import click
 from rich.progress import BarColumn, Progress, TextColumn
 
 from agents import knowledge
-from agents.ai_help import ASK_QUEUE
+from agents.ai_help import ASK_QUEUE, REPORT_QUEUE
 from agents.embedders import Embedder, make_embedder
 from bus import db
 from bus.client import Bus
@@ -55,7 +55,7 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
 
 
 def register(cli: click.Group) -> None:
-    for command in (ingest, search, ask):
+    for command in (ingest, search, ask, report):
         cli.add_command(command)
 
 
@@ -166,3 +166,25 @@ def ask(ctx: click.Context, question: str, timeout: float) -> None:
         click.echo()
         for c in result["citations"]:
             click.echo(f"[{c['n']}] {c['source']} — {c['heading']}")
+
+
+@click.command()
+@click.option("--hours", default=1.0, show_default=True, type=click.FloatRange(0.01, 24 * 30))
+@click.pass_context
+def report(ctx: click.Context, hours: float) -> None:
+    """Have the ai-help agent write a system report now, and print it."""
+    settings: Settings = ctx.obj
+
+    async def go() -> str:
+        async with Bus.connect(settings, listen=False) as bus:
+            agents = await db.run(bus.pool, "agent_status_all")
+            if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
+                raise BgError(
+                    "the ai-help agent is not running",
+                    hint="start it with `bgagents up` or `bgagents run ai-help`",
+                )
+            task_id = await bus.queue.enqueue(REPORT_QUEUE, {"period_s": int(hours * 3600)}, max_attempts=1)
+            result: dict[str, Any] = await bus.queue.result(task_id, timeout=60)
+            return str(result["body"])
+
+    click.echo(asyncio.run(go()))
