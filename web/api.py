@@ -328,8 +328,7 @@ async def search(request: web.Request) -> web.Response:
         raise BadParameter("parameter 'q' is required")
     k = _int(request, "k", 5, 1, 100)
     bus = request.app[BUS]
-    agents = await db.run(bus.pool, "agent_status_all")
-    if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
+    if not await _ai_help_running(bus):
         return _json_error(
             503, "the ai-help agent is not running", "start it with `bgagents run ai-help` (or `bgagents up`)"
         )
@@ -342,6 +341,31 @@ async def search(request: web.Request) -> web.Response:
         row = await bus.queue.get(task_id)
         return _json_error(503, f"search failed: {row['last_error'] or exc.message}")
     return reply({"query": query, "hits": hits})
+
+
+ASK_QUEUE = "ai.ask"
+
+
+async def _ai_help_running(bus: Any) -> bool:
+    agents = await db.run(bus.pool, "agent_status_all")
+    return any(a["name"] == "ai-help" and a["status"] == "running" for a in agents)
+
+
+async def help_request(request: web.Request) -> web.Response:
+    """Queue a question for the ai-help agent; its answer streams on the ``help`` SSE channel."""
+    data = await body(request)
+    question = str(data.get("question", "")).strip()
+    if not question or len(question) > 4000:
+        raise BadParameter("parameter 'question' must be 1 to 4000 characters")
+    bus = request.app[BUS]
+    if not await _ai_help_running(bus):
+        return _json_error(
+            503, "the ai-help agent is not running", "start it with `bgagents run ai-help` (or `bgagents up`)"
+        )
+    cursor = await bus.events.current_cursor()
+    task_id = await bus.queue.enqueue(ASK_QUEUE, {"question": question}, max_attempts=2, timeout=120)
+    stream = str(request.app.router["api_events"].url_for().with_query(channels="help", after=cursor))
+    return reply({"task": task_id, "stream": stream, "result": f"/api/tasks/{task_id}"}, 202)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -357,6 +381,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_delete("/api/silences/{id}", delete_silence, name="api_silence_delete")
     r.add_get("/api/metrics", metrics, name="api_metrics")
     r.add_get("/api/search", search, name="api_search")
+    r.add_post("/api/help", help_request, name="api_help")
     r.add_get("/api/tasks", tasks, name="api_tasks")
     r.add_post("/api/tasks/{action:retry|cancel}", tasks_bulk, name="api_tasks_bulk")
     r.add_get("/api/tasks/{id}", task_detail, name="api_task")

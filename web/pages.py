@@ -19,6 +19,7 @@ import jinja2
 from aiohttp import web
 
 from bus import db
+from bus.errors import BgError
 from bus.queue import STATUSES
 from web.api import BadParameter, _choice, _path_id
 from web.charts import sparkline
@@ -112,6 +113,34 @@ async def heartbeats_context(request: web.Request) -> Context:
     }
 
 
+async def report_context(request: web.Request) -> Context:
+    try:
+        row = await db.run(request.app[BUS].pool, "report_latest")
+    except db.DB_ERRORS:
+        row = None
+    return {"report_row": dict(row) if row else None}
+
+
+async def ask(request: web.Request) -> web.Response:
+    """The Ask panel: queue the question, wait for the answer, render it with its sources."""
+    form = await request.post()
+    question = str(form.get("question", "")).strip()
+    bus = request.app[BUS]
+    context: Context = {"question": question, "answer": None, "error": None}
+    agents = await db.run(bus.pool, "agent_status_all")
+    if not question:
+        context["error"] = "Ask a question first."
+    elif not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
+        context["error"] = "The ai-help agent is not running (start it with bgagents up)."
+    else:
+        task_id = await bus.queue.enqueue("ai.ask", {"question": question}, max_attempts=2, timeout=120)
+        try:
+            context["answer"] = await bus.queue.result(task_id, timeout=120)
+        except (TimeoutError, BgError) as exc:
+            context["error"] = f"No answer: {exc}"
+    return aiohttp_jinja2.render_template("fragments/answer.html", request, context)
+
+
 REGIONS: dict[str, Callable[[web.Request], Awaitable[Context]]] = {
     "health": health_context,
     "agents": agents_context,
@@ -120,6 +149,7 @@ REGIONS: dict[str, Callable[[web.Request], Awaitable[Context]]] = {
     "tasks": tasks_context,
     "events": events_context,
     "heartbeats": heartbeats_context,
+    "report": report_context,
 }
 
 
@@ -132,7 +162,7 @@ async def _page(request: web.Request, template: str, regions: tuple[str, ...], *
 
 
 async def overview(request: web.Request) -> web.Response:
-    return await _page(request, "overview", ("health", "agents", "alerts", "charts"))
+    return await _page(request, "overview", ("health", "agents", "alerts", "charts", "report"))
 
 
 async def agent_page(request: web.Request) -> web.Response:
@@ -196,6 +226,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/tasks", tasks_page, name="tasks")
     r.add_get("/tasks/{id}", task_page, name="task")
     r.add_get("/events", events_page, name="events")
+    r.add_post("/ask", ask, name="ask")
     for region in REGIONS:
         r.add_get(f"/partials/{region}", partial_handler(region), name=f"partial_{region}")
     r.add_static("/static/app", HERE / "static", name="static_app")

@@ -43,7 +43,7 @@ def position(cursor: str) -> tuple[int, int]:
 
 
 COALESCE_EVERY = 0.25
-REGIONS_OF = {"agents": ("agents", "health"), "alerts": ("alerts", "health")}
+REGIONS_OF = {"agents": ("agents", "health"), "alerts": ("alerts", "health"), "reports": ("report",)}
 
 
 def regions_of(channel: str) -> tuple[str, ...]:

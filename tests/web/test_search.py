@@ -52,3 +52,39 @@ async def test_search_through_the_agent(db_url: str, settings_for, aiohttp_clien
         finally:
             supervisor.stop()
             await running
+
+
+async def test_help_request_validation_and_503(client: TestClient) -> None:
+    assert (await client.post("/api/help", json={"question": ""})).status == 400
+    resp = await client.post("/api/help", json={"question": "which agent is down?"})
+    assert resp.status == 503
+    assert "ai-help" in (await resp.json())["error"]
+
+
+async def test_help_request_streams_the_answer_over_sse(db_url: str, settings_for, aiohttp_client) -> None:
+    from tests.web.conftest import read_events
+
+    settings = settings_for(db_url, BGAGENTS_EMBEDDER="hashing")
+    async with Bus.connect(settings) as bus:
+        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
+            pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
+        supervisor = Supervisor(bus, [AIHelpAgent(bus)])
+        running = asyncio.create_task(supervisor.run())
+        try:
+            client: TestClient = await aiohttp_client(create_app(settings))
+            for _ in range(100):
+                resp = await client.post("/api/help", data={"question": "which agent is down?"})
+                if resp.status == 202:
+                    break
+                await asyncio.sleep(0.1)
+            accepted = await resp.json()
+            stream = await client.get(accepted["stream"])
+            events = await read_events(stream, 2)
+            mine = [
+                e["data"]["payload"] for e in events if e["data"]["payload"].get("task") == accepted["task"]
+            ]
+            assert "extracted" in mine[0]["delta"] and mine[-1].get("done") is True
+            stream.close()
+        finally:
+            supervisor.stop()
+            await running
