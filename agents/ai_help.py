@@ -126,11 +126,28 @@ class AIHelpAgent(Agent):
         return result
 
     async def run_once(self) -> None:
+        await self._reembed_stale()
         interval = self.config.report_interval
         if interval and time.monotonic() - self._last_report >= interval:
             if self._last_report:  # not at start-up: the first report covers a full period
                 await self.report(int(interval))
             self._last_report = time.monotonic()
+
+    async def _reembed_stale(self) -> None:
+        """After a change of embedder, re-embed the old model's chunks in the background."""
+        if self._note:
+            return
+        counts = await db.run(self.bus.pool, "rag_count", self.embedder().model)
+        if counts["total"] == counts["current"]:
+            return
+        self.log.info(
+            "re-embedding %d chunk(s) with %s", counts["total"] - counts["current"], self.embedder().model
+        )
+        await knowledge.reembed_stale(
+            self.bus.pool,
+            self.embedder(),
+            progress=lambda done, total: self.log.info("re-embedded %d of %d chunks", done, total),
+        )
 
     async def handle_report(self, task: Task) -> dict[str, Any]:
         payload = task.payload if isinstance(task.payload, dict) else {}

@@ -11,6 +11,7 @@ by reciprocal rank fusion, in SQL (``sql/queries/rag.sql``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -147,6 +148,11 @@ class IngestReport:
     chunks_kept: int = 0
 
 
+async def _embed(embedder: Embedder, texts: list[str]) -> Any:
+    """Embed in a thread: a forward pass takes long enough to stall heartbeats otherwise."""
+    return await asyncio.to_thread(embedder.embed, texts)
+
+
 def _missing_pgvector(exc: Exception) -> FeatureUnavailable:
     return FeatureUnavailable(
         "the knowledge base needs pgvector, and its migration was skipped on this server",
@@ -189,7 +195,7 @@ async def ingest(
         title = path.stem
         chunks = chunk_text(text, title, embedder.count_tokens, embedder.max_tokens)
         todo = [c for c in chunks if known.get(c.seq) != (c.sha256, embedder.model)]
-        vectors: Any = embedder.embed([f"{c.heading}\n{c.content}" for c in todo]) if todo else []
+        vectors: Any = (await _embed(embedder, [f"{c.heading}\n{c.content}" for c in todo])) if todo else []
         async with pool.acquire() as conn, conn.transaction():
             doc_id = await db.run(conn, "rag_upsert_document", source, title, digest, len(chunks))
             for chunk, vector in zip(todo, vectors, strict=True):
@@ -221,7 +227,7 @@ async def reembed_stale(
         rows = await db.run(pool, "rag_stale_chunks", embedder.model, batch)
         if not rows:
             return done
-        vectors = embedder.embed([f"{r['heading']}\n{r['content']}" for r in rows])
+        vectors = await _embed(embedder, [f"{r['heading']}\n{r['content']}" for r in rows])
         async with pool.acquire() as conn, conn.transaction():
             for row, vector in zip(rows, vectors, strict=True):
                 await db.run(conn, "rag_set_embedding", row["id"], vector, embedder.model)
@@ -239,7 +245,7 @@ async def search(pool: db.Pool, embedder: Embedder, query: str, k: int = 5) -> l
         raise InvalidArgument(f"k must be between 1 and 100, got {k}")
     if embedder.dim not in (384, 1536):
         raise InvalidArgument(f"no search index for {embedder.dim}-dimension embeddings")
-    vector = embedder.embed([query])[0]
+    vector = (await _embed(embedder, [query]))[0]
     try:
         async with pool.acquire() as conn, conn.transaction():
             await db.run(conn, "rag_ef_search", max(CANDIDATES * 2, 200))

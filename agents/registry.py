@@ -15,10 +15,12 @@ def builtin_agents() -> dict[str, type[Agent]]:
     from agents.ai_help import AIHelpAgent
     from agents.coordinator import AgentCoordinator
     from agents.heartbeat import HeartbeatHealthAgent
+    from agents.langsmith_bridge import LangSmithBridge
     from agents.performance import PerformanceMonitor
 
     return {
-        cls.name: cls for cls in (AgentCoordinator, HeartbeatHealthAgent, PerformanceMonitor, AIHelpAgent)
+        cls.name: cls
+        for cls in (AgentCoordinator, HeartbeatHealthAgent, PerformanceMonitor, AIHelpAgent, LangSmithBridge)
     }
 
 

@@ -202,6 +202,20 @@ SETTINGS: tuple[Spec, ...] = (
         "gpt-4o-mini",
         "Chat model for AI help when OpenAI (or a compatible server) is configured.",
     ),
+    Spec(
+        "LANGSMITH_API_KEY",
+        "langsmith_api_key",
+        _text,
+        None,
+        "Enables the langsmith-bridge, which forwards every logged LLM exchange to LangSmith.",
+    ),
+    Spec(
+        "LANGSMITH_ENDPOINT",
+        "langsmith_endpoint",
+        _http_url,
+        None,
+        "LangSmith's API URL. Unset: LangSmith's public endpoint.",
+    ),
     Spec("BGAGENTS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
 )
 
@@ -227,6 +241,8 @@ class Settings:
     openai_api_key: str | None
     openai_base_url: str | None
     chat_model: str
+    langsmith_api_key: str | None
+    langsmith_endpoint: str | None
     log_level: str
 
     @property

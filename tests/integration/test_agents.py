@@ -539,7 +539,7 @@ async def test_up_runs_every_builtin_agent_and_ctrl_c_stops_them(
 ) -> None:
     fleet.env["BGAGENTS_PORT"] = str(free_port())  # `up` serves the web too
     proc = fleet.start("up")
-    wanted = {"coordinator", "heartbeat", "performance", "ai-help"}
+    wanted = {"coordinator", "heartbeat", "performance", "ai-help", "langsmith-bridge"}
 
     async def all_up() -> dict[str, dict[str, Any]] | None:
         if proc.poll() is not None:
@@ -554,7 +554,7 @@ async def test_up_runs_every_builtin_agent_and_ctrl_c_stops_them(
     began = time.monotonic()
     agents = await fleet.wait(all_up, 15, "coordinator, heartbeat and performance up in `bgagents status`")
     assert time.monotonic() - began < 15
-    assert len(agents) == 4
+    assert len(agents) == 5
 
     assert stop(proc, signal.SIGINT) == 0, fleet.report()
     log = fleet.log_of(proc)
