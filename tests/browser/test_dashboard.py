@@ -41,10 +41,10 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 async def test_overview_shows_agents_and_a_killed_agent_turns_red_without_reload(
+    db_url: str,
     browser: Any,
     assets_present: None,
     aiohttp_server: Any,
-    db_url: str,
     settings_for: Any,
     cli_env: dict[str, str],
     tmp_path: Path,
@@ -75,10 +75,10 @@ async def test_overview_shows_agents_and_a_killed_agent_turns_red_without_reload
 
 
 async def test_acknowledging_an_alert_in_the_page(
+    db_url: str,
     browser: Any,
     assets_present: None,
     aiohttp_server: Any,
-    db_url: str,
     settings_for: Any,
 ) -> None:
     conn = await asyncpg.connect(db_url)
@@ -103,10 +103,10 @@ async def test_acknowledging_an_alert_in_the_page(
 
 
 async def test_the_events_page_shows_a_psql_publish_live(
+    db_url: str,
     browser: Any,
     assets_present: None,
     aiohttp_server: Any,
-    db_url: str,
     settings_for: Any,
 ) -> None:
     server = await aiohttp_server(create_app(settings_for(db_url)))
