@@ -60,9 +60,7 @@ class AgentRunner:
         self.status = status
         await db.run(self.bus.pool, "agent_set_status", self.instance_id, status, self.agent.status_note())
 
-    async def run(self) -> None:
-        """Register, run until stopped, and deregister cleanly."""
-        config = self.agent.config
+    async def _register(self) -> None:
         await db.run(
             self.bus.pool,
             "agent_register",
@@ -72,8 +70,13 @@ class AgentRunner:
             self.host,
             os.getpid(),
             self.agent.version,
-            config.heartbeat_interval,
+            self.agent.config.heartbeat_interval,
         )
+
+    async def run(self) -> None:
+        """Register, run until stopped, and deregister cleanly."""
+        config = self.agent.config
+        await self._register()
         self._cursor = await self.bus.events.current_cursor()
         background: list[asyncio.Task[Any]] = []
         try:
@@ -130,17 +133,7 @@ class AgentRunner:
             try:
                 desired = await db.run(self.bus.pool, "agent_beat", self.instance_id, self.seq, cpu, rss)
                 if desired is None:  # deregistered while we were away: register again
-                    await db.run(
-                        self.bus.pool,
-                        "agent_register",
-                        self.instance_id,
-                        self.agent.name,
-                        self.agent.kind,
-                        self.host,
-                        os.getpid(),
-                        self.agent.version,
-                        self.agent.config.heartbeat_interval,
-                    )
+                    await self._register()
                     await self._set_status("paused" if not self._resume.is_set() else "running")
                 else:
                     await self._obey(desired)
