@@ -41,6 +41,7 @@ __all__ = [
     "queries",
     "resolve_url",
     "run",
+    "sql_text",
 ]
 
 
@@ -200,6 +201,11 @@ async def connection(settings: Settings, url: str | None = None) -> AsyncIterato
         yield conn
     finally:
         await conn.close()
+
+
+def sql_text(name: str) -> str:
+    """The SQL of the named query ``name`` (for scripts run with ``execute``)."""
+    return queries[name].sql
 
 
 async def run(conn: Connection | Pool, name: str, *args: Any) -> Any:

@@ -141,7 +141,7 @@ async def migrate(conn: db.Connection, migrations: list[Migration] | None = None
     report = MigrationReport()
     await db.run(conn, "migrate_lock")
     try:
-        await conn.execute(db.queries["migrate_bootstrap"].sql)
+        await conn.execute(db.sql_text("migrate_bootstrap"))
         applied = {r["version"]: r["checksum"] for r in await db.run(conn, "migrate_applied")}
         for migration in migrations:
             if migration.version in applied:
@@ -200,11 +200,14 @@ async def status(conn: db.Connection, migrations: list[Migration] | None = None)
 async def pending_sql(conn: db.Connection, migrations: list[Migration] | None = None) -> str:
     """The SQL a DBA can run by hand to bring this database up to date."""
     states = await status(conn, migrations)
-    parts = [db.queries["migrate_bootstrap"].sql]
+    parts = [db.sql_text("migrate_bootstrap")]
     for state in states:
         if state.state == "applied":
             continue
         m = state.migration
+        if state.state == "unavailable":
+            parts.append(f"-- skipped {m.filename}: {state.reason}")
+            continue
         parts.append(f"-- {m.filename}")
         parts.extend(f'CREATE EXTENSION IF NOT EXISTS "{ext}";' for ext in m.requires)
         parts.append("BEGIN;")

@@ -15,10 +15,16 @@ from bus.migrate import Migration, load_migrations
 from tests.conftest import with_user
 
 
+async def applicable(conn) -> list[int]:  # type: ignore[no-untyped-def]
+    """Versions this server can apply (pgvector may be missing, e.g. Debian's PostgreSQL)."""
+    available = {r["name"] for r in await conn.fetch("select name from pg_available_extensions")}
+    return [m.version for m in load_migrations() if set(m.requires) <= available]
+
+
 async def test_fresh_database_gets_every_migration(empty_db_url: str, settings_for) -> None:
     async with db.connection(settings_for(empty_db_url)) as conn:
         report = await migrate.migrate(conn)
-        assert [m.version for m in report.applied] == [m.version for m in load_migrations()]
+        assert [m.version for m in report.applied] == await applicable(conn)
         assert await conn.fetchval("SELECT to_regclass('bg.shared_state') IS NOT NULL")
         assert await migrate.is_current(conn)
 
@@ -27,7 +33,7 @@ async def test_second_run_does_nothing(db_url: str, settings_for) -> None:
     async with db.connection(settings_for(db_url)) as conn:
         report = await migrate.migrate(conn)
         assert report.applied == []
-        assert report.already == len(load_migrations())
+        assert report.already == len(await applicable(conn))
 
 
 async def test_concurrent_runs_apply_each_migration_once(empty_db_url: str, settings_for) -> None:
@@ -36,7 +42,7 @@ async def test_concurrent_runs_apply_each_migration_once(empty_db_url: str, sett
     try:
         reports = await asyncio.gather(*(migrate.migrate(c) for c in conns))
         applied = sorted(m.version for r in reports for m in r.applied)
-        assert applied == [m.version for m in load_migrations()]
+        assert applied == await applicable(conns[0])
         rows = await conns[0].fetch("SELECT version, count(*) FROM bg.schema_migrations GROUP BY 1")
         assert all(r["count"] == 1 for r in rows)
     finally:
@@ -67,7 +73,7 @@ async def test_missing_extension_skips_that_migration_then_applies_it_later(
         missing = [*base, _optional("no_such_extension_here")]
         report = await migrate.migrate(conn, missing)
         assert report.applied == []
-        [(_, reason)] = report.skipped
+        [reason] = [r for m, r in report.skipped if m.name == "optional_feature"]
         assert "no_such_extension_here extension is not installed" in reason
         states = await migrate.status(conn, missing)
         assert states[-1].state == "unavailable"
@@ -76,7 +82,7 @@ async def test_missing_extension_skips_that_migration_then_applies_it_later(
         # Once the extension exists (plpgsql always does), the same step applies.
         available = [*base, _optional("plpgsql")]
         report = await migrate.migrate(conn, available)
-        assert [m.name for m in report.applied] == ["optional_feature"]
+        assert "optional_feature" in [m.name for m in report.applied]
         assert await conn.fetchval("SELECT to_regclass('bg.optional_feature') IS NOT NULL")
 
 
@@ -98,7 +104,7 @@ async def test_extension_the_user_may_not_create_is_skipped_with_the_reason(
     try:
         async with db.connection(settings_for(plain_url)) as conn:
             report = await migrate.migrate(conn, [*load_migrations(), _optional("vector")])
-            [(_, reason)] = report.skipped
+            [reason] = [r for m, r in report.skipped if m.name == "optional_feature"]
             assert "may not create the vector extension" in reason
     finally:
         async with db.connection(settings_for(db_url)) as admin:
@@ -119,7 +125,10 @@ async def test_pending_sql_brings_an_empty_database_up_to_date(empty_db_url: str
 async def test_schema_matches_what_the_code_expects(db_url: str, settings_for) -> None:
     """Every named query prepares against a freshly migrated database."""
     async with db.connection(settings_for(db_url)) as conn:
+        knowledge_base = await conn.fetchval("select to_regclass('bg.documents') is not null")
         for query in db.queries.values():
+            if query.name.startswith("rag_") and not knowledge_base:
+                continue  # pgvector is missing here, so the knowledge base migration was skipped
             if ";" in query.sql.rstrip().rstrip(";"):
                 continue  # multi-statement scripts can't be prepared
             try:
