@@ -46,6 +46,7 @@ class AgentRunner:
         self.instance_id = f"{agent.name}@{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         agent.instance_id = self.instance_id
         self.status = "starting"
+        self._note_sent: str | None = None
         self.seq = 0
         self._stop = asyncio.Event()
         self._resume = asyncio.Event()
@@ -58,7 +59,8 @@ class AgentRunner:
 
     async def _set_status(self, status: str) -> None:
         self.status = status
-        await db.run(self.bus.pool, "agent_set_status", self.instance_id, status, self.agent.status_note())
+        self._note_sent = self.agent.status_note()
+        await db.run(self.bus.pool, "agent_set_status", self.instance_id, status, self._note_sent)
 
     async def _register(self) -> None:
         await db.run(
@@ -137,6 +139,8 @@ class AgentRunner:
                     await self._set_status("paused" if not self._resume.is_set() else "running")
                 else:
                     await self._obey(desired)
+                    if self.agent.status_note() != self._note_sent:  # e.g. "backing off ..."
+                        await self._set_status(self.status)
             except db.DB_ERRORS as exc:
                 logger.warning("%s: heartbeat failed: %s", self.agent.name, exc)
             await asyncio.sleep(self.agent.config.heartbeat_interval)
