@@ -54,6 +54,15 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
     return files
 
 
+async def require_ai_help(bus: Bus) -> None:
+    """Fail with the fix when no ai-help agent runs to take the question."""
+    agents = await db.run(bus.pool, "agent_status_all")
+    if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
+        raise BgError(
+            "the ai-help agent is not running", hint="start it with `bgagents up` or `bgagents run ai-help`"
+        )
+
+
 def register(cli: click.Group) -> None:
     for command in (ingest, search, ask, report):
         cli.add_command(command)
@@ -133,12 +142,7 @@ def ask(ctx: click.Context, question: str, timeout: float) -> None:
 
     async def go() -> dict[str, Any]:
         async with Bus.connect(settings) as bus:
-            agents = await db.run(bus.pool, "agent_status_all")
-            if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
-                raise BgError(
-                    "the ai-help agent is not running",
-                    hint="start it with `bgagents up` or `bgagents run ai-help`",
-                )
+            await require_ai_help(bus)
             cursor = await bus.events.current_cursor()
             task_id = await bus.queue.enqueue(
                 ASK_QUEUE, {"question": question}, max_attempts=2, timeout=timeout
@@ -177,12 +181,7 @@ def report(ctx: click.Context, hours: float) -> None:
 
     async def go() -> str:
         async with Bus.connect(settings, listen=False) as bus:
-            agents = await db.run(bus.pool, "agent_status_all")
-            if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
-                raise BgError(
-                    "the ai-help agent is not running",
-                    hint="start it with `bgagents up` or `bgagents run ai-help`",
-                )
+            await require_ai_help(bus)
             task_id = await bus.queue.enqueue(REPORT_QUEUE, {"period_s": int(hours * 3600)}, max_attempts=1)
             result: dict[str, Any] = await bus.queue.result(task_id, timeout=60)
             return str(result["body"])

@@ -328,7 +328,7 @@ async def search(request: web.Request) -> web.Response:
         raise BadParameter("parameter 'q' is required")
     k = _int(request, "k", 5, 1, 100)
     bus = request.app[BUS]
-    if not await _ai_help_running(bus):
+    if not await ai_help_running(bus):
         return _json_error(
             503, "the ai-help agent is not running", "start it with `bgagents run ai-help` (or `bgagents up`)"
         )
@@ -346,7 +346,8 @@ async def search(request: web.Request) -> web.Response:
 ASK_QUEUE = "ai.ask"
 
 
-async def _ai_help_running(bus: Any) -> bool:
+async def ai_help_running(bus: Any) -> bool:
+    """Whether an ai-help agent instance is running (anything that needs it goes via the queue)."""
     agents = await db.run(bus.pool, "agent_status_all")
     return any(a["name"] == "ai-help" and a["status"] == "running" for a in agents)
 
@@ -358,7 +359,7 @@ async def help_request(request: web.Request) -> web.Response:
     if not question or len(question) > 4000:
         raise BadParameter("parameter 'question' must be 1 to 4000 characters")
     bus = request.app[BUS]
-    if not await _ai_help_running(bus):
+    if not await ai_help_running(bus):
         return _json_error(
             503, "the ai-help agent is not running", "start it with `bgagents run ai-help` (or `bgagents up`)"
         )

@@ -21,7 +21,7 @@ from aiohttp import web
 from bus import db
 from bus.errors import BgError
 from bus.queue import STATUSES
-from web.api import BadParameter, _choice, _path_id
+from web.api import BadParameter, _choice, _path_id, ai_help_running
 from web.charts import sparkline
 from web.keys import BUS, SETTINGS
 from web.security import csrf_token
@@ -127,10 +127,9 @@ async def ask(request: web.Request) -> web.Response:
     question = str(form.get("question", "")).strip()
     bus = request.app[BUS]
     context: Context = {"question": question, "answer": None, "error": None}
-    agents = await db.run(bus.pool, "agent_status_all")
     if not question:
         context["error"] = "Ask a question first."
-    elif not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
+    elif not await ai_help_running(bus):
         context["error"] = "The ai-help agent is not running (start it with bgagents up)."
     else:
         task_id = await bus.queue.enqueue("ai.ask", {"question": question}, max_attempts=2, timeout=120)
