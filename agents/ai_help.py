@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import openai
@@ -126,12 +127,32 @@ class AIHelpAgent(Agent):
         return result
 
     async def run_once(self) -> None:
+        await self._ingest_if_empty()
         await self._reembed_stale()
         interval = self.config.report_interval
         if interval and time.monotonic() - self._last_report >= interval:
             if self._last_report:  # not at start-up: the first report covers a full period
                 await self.report(int(interval))
             self._last_report = time.monotonic()
+
+    _ingest_tried = False
+
+    async def _ingest_if_empty(self) -> None:
+        """On a fresh system, learn the README and docs/ of the folder it runs from."""
+        if self._note or self._ingest_tried:
+            return
+        self._ingest_tried = True
+        if await db.run(self.bus.pool, "rag_documents_count"):
+            return
+        cwd = Path.cwd()
+        paths = [p for p in [cwd / "README.md", *sorted((cwd / "docs").glob("*.md"))] if p.is_file()]
+        if paths:
+            report = await knowledge.ingest(self.bus.pool, self.embedder(), paths)
+            self.log.info(
+                "knowledge base was empty: ingested %d file(s), %d chunk(s)",
+                report.files,
+                report.chunks_embedded,
+            )
 
     async def _reembed_stale(self) -> None:
         """After a change of embedder, re-embed the old model's chunks in the background."""

@@ -36,6 +36,13 @@ def live_lines(context: dict[str, Any]) -> list[str]:
         )
     for alert in context.get("alerts") or []:
         lines.append(f"Firing {alert['severity']} alert: {alert['summary']}.")
+    metrics = context.get("metrics") or []
+    if metrics:
+        lines.append(
+            "Last 5 minutes: "
+            + "; ".join(f"{m['metric']} avg {m['avg']}, max {m['max']}" for m in metrics)
+            + "."
+        )
     failed = context.get("failed_tasks") or 0
     if failed:
         lines.append(

@@ -109,7 +109,17 @@ SELECT
   (SELECT coalesce(jsonb_agg(jsonb_build_object('summary', summary, 'severity', severity,
                                                 'since', fired_at)), '[]')
      FROM bg.alerts WHERE state = 'firing') AS alerts,
-  (SELECT count(*) FROM bg.tasks WHERE status = 'failed' AND finished_at > now() - interval '1 day') AS failed_tasks;
+  (SELECT count(*) FROM bg.tasks WHERE status = 'failed' AND finished_at > now() - interval '1 day') AS failed_tasks,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object('metric', m.metric, 'avg', m.a, 'max', m.mx)), '[]')
+     FROM (SELECT metric, round(avg(value)::numeric, 1) AS a, round(max(value)::numeric, 1) AS mx
+           FROM bg.performance_metrics
+           WHERE source = 'host' AND ts > now() - interval '5 minutes'
+             AND metric IN ('host.cpu_percent', 'host.memory_percent', 'host.load1', 'queue.depth')
+           GROUP BY metric) m) AS metrics;
+
+-- name: rag_documents_count :val
+-- How many documents the knowledge base has.
+SELECT count(*) FROM bg.documents;
 
 -- name: help_log :val
 -- Log one exchange (the LangSmith bridge forwards it); returns its id.
