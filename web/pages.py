@@ -181,6 +181,22 @@ async def task_page(request: web.Request) -> web.Response:
     return await _page(request, "task", (), task=task)
 
 
+async def source_page(request: web.Request) -> web.Response:
+    """An ingested source's chunks, so an answer's citations can link to what they cite."""
+    source = request.query.get("source", "")
+    if not source:
+        raise BadParameter("parameter 'source' is required")
+    try:
+        chunks = [dict(r) for r in await db.run(request.app[BUS].pool, "rag_source_chunks", source)]
+    except db.DB_ERRORS:
+        chunks = []
+    if not chunks:
+        raise web.HTTPNotFound(reason=f"no ingested source {source!r}")
+    return await _page(
+        request, "source", (), source=source, chunks=chunks, heading=request.query.get("heading", "")
+    )
+
+
 async def events_page(request: web.Request) -> web.Response:
     return await _page(request, "events", ("events",))
 
@@ -226,6 +242,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/tasks/{id}", task_page, name="task")
     r.add_get("/events", events_page, name="events")
     r.add_post("/ask", ask, name="ask")
+    r.add_get("/knowledge", source_page, name="source")
     for region in REGIONS:
         r.add_get(f"/partials/{region}", partial_handler(region), name=f"partial_{region}")
     r.add_static("/static/app", HERE / "static", name="static_app")

@@ -131,3 +131,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id;
 -- Store a SQL caller's answer.
 UPDATE bg.help_requests SET status = 'answered', answer = $2, citations = $3, answered_at = now()
 WHERE id = $1;
+
+-- name: rag_source_chunks :many
+-- Every chunk of one ingested source, in order (the dashboard's source view).
+SELECT c.seq, c.heading, c.content FROM bg.document_chunks c JOIN bg.documents d ON d.id = c.document
+WHERE d.source = $1 ORDER BY c.seq;

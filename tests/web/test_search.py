@@ -88,3 +88,31 @@ async def test_help_request_streams_the_answer_over_sse(db_url: str, settings_fo
         finally:
             supervisor.stop()
             await running
+
+
+async def test_ask_panel_links_citations_to_their_source(db_url: str, settings_for, aiohttp_client) -> None:
+    settings = settings_for(db_url, BGAGENTS_EMBEDDER="hashing")
+    async with Bus.connect(settings) as bus:
+        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
+            pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
+        await knowledge.ingest(bus.pool, HashingEmbedder(), [ROOT / "README.md"])
+        supervisor = Supervisor(bus, [AIHelpAgent(bus)])
+        running = asyncio.create_task(supervisor.run())
+        try:
+            client: TestClient = await aiohttp_client(create_app(settings))
+            for _ in range(100):
+                html = await (
+                    await client.post("/ask", data={"question": "how do I enqueue from SQL?"})
+                ).text()
+                if "not running" not in html:
+                    break
+                await asyncio.sleep(0.1)
+            assert 'href="/knowledge?source=' in html
+            link = html.split('href="', 2)[1].split('"', 1)[0].replace("&amp;", "&")
+            page = await client.get(link)
+            assert page.status == 200
+            assert 'class="card chunk cited"' in await page.text()
+            assert (await client.get("/knowledge?source=/nowhere.md")).status == 404
+        finally:
+            supervisor.stop()
+            await running
