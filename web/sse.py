@@ -175,18 +175,17 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         async with sse_response(request, ping_interval=KEEPALIVE, send_timeout=10) as resp:
             request.app[BROADCASTER].streams.add(resp)
+            live_from: tuple[int, int] | None = None
+            if cursor is None and not coalesce:
+                # Live only: skip what the broadcaster still carries from before we came.
+                # Read before the hello, so everything after the hello arrives.
+                with contextlib.suppress(*db.TRANSIENT_ERRORS):
+                    live_from = position(await bus.events.current_cursor())
             await resp.send("{}", event="hello", retry=RETRY_MS)
             if coalesce:
                 await _coalesce(resp, client, cursor)
                 return resp
-            if cursor is None:
-                # Live only: skip what the broadcaster still carries from before we came.
-                try:
-                    sent: tuple[int, int] | None = position(await bus.events.current_cursor())
-                except db.TRANSIENT_ERRORS:
-                    sent = None
-            else:
-                sent = await _replay(bus, resp, cursor, channels)
+            sent = live_from if cursor is None else await _replay(bus, resp, cursor, channels)
             while resp.is_connected():
                 getter = asyncio.ensure_future(client.queue.get())
                 overflow = asyncio.ensure_future(client.overflowed.wait())

@@ -9,11 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from agents import knowledge
-from agents.embedders import HashingEmbedder
-from bus.client import Bus
+from tests.ai_setup import ai_help_running
 from tests.conftest import BGAGENTS
 from tests.integration.test_langsmith import API_KEY, StubLangSmith, stub  # noqa: F401 (a fixture)
 from tests.stubs.openai_stub import RECORDED, make_app
@@ -33,10 +29,7 @@ async def test_ask_streams_with_citations_and_reaches_langsmith(
     cli_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    async with Bus.connect(settings_for(db_url), listen=False) as bus:
-        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
-            pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
-        await knowledge.ingest(bus.pool, HashingEmbedder(), [ROOT / "README.md"])
+    async with ai_help_running(settings_for(db_url), agent=False) as bus:  # the agents run as processes
         openai_stub = await aiohttp_server(make_app())
         stub.fail_next = 2
         monitoring = tmp_path / "monitoring.yml"

@@ -9,27 +9,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from agents import knowledge
-from agents.ai_help import AIHelpAgent
-from agents.embedders import HashingEmbedder
-from agents.supervisor import Supervisor
 from bus.client import Bus
+from tests.ai_setup import ai_help_running
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 async def helper(db_url: str, settings_for) -> AsyncIterator[Bus]:
-    settings = settings_for(db_url, BGAGENTS_EMBEDDER="hashing")
-    async with Bus.connect(settings) as bus:
-        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
-            pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
-        await knowledge.ingest(bus.pool, HashingEmbedder(), [ROOT / "README.md"])
-        supervisor = Supervisor(bus, [AIHelpAgent(bus)])
-        running = asyncio.create_task(supervisor.run())
+    async with ai_help_running(settings_for(db_url, BGAGENTS_EMBEDDER="hashing")) as bus:
         yield bus
-        supervisor.stop()
-        await running
 
 
 async def test_which_agent_is_down_and_why(helper: Bus, db_url: str) -> None:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from agents import knowledge
-from agents.ai_help import AIHelpAgent
-from agents.embedders import HashingEmbedder
-from agents.supervisor import Supervisor
-from bus.client import Bus
+from tests.ai_setup import ai_help_running
 from tests.stubs.openai_stub import RECORDED, make_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,25 +19,16 @@ async def test_ask_streams_a_chat_answer_and_logs_it(db_url: str, settings_for, 
         OPENAI_BASE_URL=f"http://127.0.0.1:{stub.port}/v1",
         BGAGENTS_CHAT_MODEL="stub-model",
     )
-    async with Bus.connect(settings) as bus:
-        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
-            pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
-        await knowledge.ingest(bus.pool, HashingEmbedder(), [ROOT / "README.md"])
-        supervisor = Supervisor(bus, [AIHelpAgent(bus)])
-        running = asyncio.create_task(supervisor.run())
-        try:
-            cursor = await bus.events.current_cursor()
-            task_id = await bus.queue.enqueue("ai.ask", {"question": "how do I enqueue from SQL?"})
-            result = await bus.queue.result(task_id, timeout=30)
-            deltas = []
-            async for event in bus.subscribe(["help"], after=cursor):
-                if event.payload.get("task") == task_id:
-                    if event.payload.get("done"):
-                        break
-                    deltas.append(event.payload["delta"])
-        finally:
-            supervisor.stop()
-            await running
+    async with ai_help_running(settings) as bus:
+        cursor = await bus.events.current_cursor()
+        task_id = await bus.queue.enqueue("ai.ask", {"question": "how do I enqueue from SQL?"})
+        result = await bus.queue.result(task_id, timeout=30)
+        deltas = []
+        async for event in bus.subscribe(["help"], after=cursor):
+            if event.payload.get("task") == task_id:
+                if event.payload.get("done"):
+                    break
+                deltas.append(event.payload["delta"])
         assert (result["mode"], result["model"]) == ("chat", "stub-model")
         assert result["answer"] == "Agent performance is down [1]." == "".join(deltas)
         assert len(deltas) == 5  # streamed word by word

@@ -1,0 +1,44 @@
+"""A database with the README ingested and an ai-help agent running, for the AI tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from agents import knowledge
+from agents.ai_help import AIHelpAgent
+from agents.embedders import HashingEmbedder
+from agents.supervisor import Supervisor
+from bus.client import Bus
+from bus.config import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@asynccontextmanager
+async def ai_help_running(settings: Settings, *, agent: bool = True) -> AsyncIterator[Bus]:
+    """Skip without pgvector; otherwise ingest the README (hashing embedder) and run ai-help."""
+    async with Bus.connect(settings) as bus:
+        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
+            pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
+        await knowledge.ingest(bus.pool, HashingEmbedder(), [README])
+        if not agent:
+            yield bus
+            return
+        supervisor = Supervisor(bus, [AIHelpAgent(bus)])
+        running = asyncio.create_task(supervisor.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 15
+            while not await bus.pool.fetchval(
+                "select exists (select 1 from bg.agents where name = 'ai-help' and status = 'running')"
+            ):
+                assert asyncio.get_running_loop().time() < deadline, "ai-help never started"
+                await asyncio.sleep(0.05)
+            yield bus
+        finally:
+            supervisor.stop()
+            await running
