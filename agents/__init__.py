@@ -1,1 +1,1 @@
-"""Agents: the runtime, the built-in agents and the ``bgagents`` command line."""
+"""Agents: the runtime, the built-in agents, the AI stack, benchmarks and the ``bgagents`` command line."""

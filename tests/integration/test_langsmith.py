@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agents.langsmith_bridge import LangSmithBridge, build_runs, uuid7_for
+from agents.builtin.langsmith_bridge import LangSmithBridge, build_runs, uuid7_for
 from bus import db
 from bus.client import Bus
 

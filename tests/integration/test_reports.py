@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from agents.ai_help import AIHelpAgent
+from agents.builtin.ai_help import AIHelpAgent
 from bus.client import Bus
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from agents.base import Agent
-from agents.supervisor import Supervisor
+from agents.runtime.agent import Agent
+from agents.runtime.supervisor import Supervisor
 from bus.client import Bus
 
 

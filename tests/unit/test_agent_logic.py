@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.alerts import Condition, fingerprint, matches
-from agents.base import load_config
-from agents.coordinator import AgentCoordinator
-from agents.heartbeat import HeartbeatHealthAgent, judge
-from agents.performance import Ewma, PerformanceMonitor
+from agents.builtin.alerting import Condition, fingerprint, matches
+from agents.builtin.coordinator import AgentCoordinator
+from agents.builtin.heartbeat import HeartbeatHealthAgent, judge
+from agents.builtin.performance import Ewma, PerformanceMonitor
+from agents.runtime.agent import load_config
 from bus.errors import ConfigError
 
 # --- judge ------------------------------------------------------------------------------

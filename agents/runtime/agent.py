@@ -3,7 +3,7 @@
 A minimal agent::
 
     from dataclasses import dataclass
-    from agents.base import Agent
+    from agents.runtime.agent import Agent
 
     class Greeter(Agent):
         name = "greeter"
@@ -40,7 +40,7 @@ from bus.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MONITORING_FILE = Path(__file__).with_name("monitoring.yml")
+DEFAULT_MONITORING_FILE = Path(__file__).parent.parent / "monitoring.yml"
 
 
 class Agent:

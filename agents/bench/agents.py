@@ -21,10 +21,11 @@ from typing import Any
 import click
 import psutil
 
-from agents.bench import bench, bench_database
-from agents.heartbeat import HeartbeatHealthAgent
-from agents.performance import PerformanceMonitor
-from agents.supervisor import Supervisor
+from agents.bench.common import bench, bench_database
+from agents.builtin.heartbeat import HeartbeatHealthAgent
+from agents.builtin.performance import PerformanceMonitor
+from agents.cli.root import settings_of
+from agents.runtime.supervisor import Supervisor
 from bus import db
 from bus.client import Bus
 from bus.config import Settings
@@ -163,7 +164,7 @@ def _print(rows: list[tuple[str, Any]], summary: dict[str, Any], as_json: bool) 
 @click.pass_context
 def bench_agents(ctx: click.Context, count: int, seconds: float, as_json: bool) -> None:
     """N simulated agents heartbeating every second: false alarms and database CPU."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
 
     async def go() -> dict[str, Any]:
         return await run_agents_bench(settings, await bench_database(settings), agents=count, seconds=seconds)
@@ -194,7 +195,7 @@ def bench_agents(ctx: click.Context, count: int, seconds: float, as_json: bool) 
 @click.pass_context
 def bench_monitor(ctx: click.Context, seconds: float, as_json: bool) -> None:
     """The PerformanceMonitor's own CPU use at a 1 s interval (target: 1% of one core)."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
 
     async def go() -> dict[str, Any]:
         return await run_monitor_bench(settings, await bench_database(settings), seconds=seconds)

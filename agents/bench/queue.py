@@ -1,63 +1,22 @@
-"""``bgagents bench``: benchmarks a user can run, each printing a table of figures.
-
-``--json`` prints one JSON object on the last line. Benchmarks run in a
-scratch database (``bgagents_bench``) on the configured server, so they never
-touch your data; PGQueuer (``--compare pgqueuer``) runs there too, in the same
-shape and the same run, so the ratio compares like with like.
-"""
+"""``bgagents bench queue``: our queue in PGQueuer's benchmark shape, alone or against PGQueuer."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import click
 
-from bus import db, migrate
+from agents.bench.common import BENCH_QUEUE, bench, bench_database, emit, percentile
+from agents.cli.root import settings_of
 from bus.client import Bus
 from bus.config import Settings
-from bus.errors import BgError
 from bus.worker import Task
 
 logger = logging.getLogger(__name__)
-
-BENCH_DB = "bgagents_bench"
-BENCH_QUEUE = "bench"
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def bench_database(settings: Settings) -> str:
-    """URL of a migrated scratch database on the configured server."""
-    url = db.resolve_url(settings)
-    parts = urlsplit(url)
-    bench_url = urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-    async with db.connection(settings, url) as conn:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", BENCH_DB)
-        if not exists:
-            try:
-                await conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-            except asyncpg.InsufficientPrivilegeError as exc:
-                raise BgError(
-                    f"the benchmark needs its own database {BENCH_DB!r}: {exc}",
-                    hint=f"CREATE DATABASE {BENCH_DB} as a superuser, or grant CREATEDB",
-                ) from exc
-            except asyncpg.DuplicateDatabaseError:
-                pass
-    async with db.connection(settings, bench_url) as conn:
-        await migrate.migrate(conn)
-    return bench_url
 
 
 def _noop() -> None:
@@ -150,75 +109,10 @@ async def run_ours(
         await bus.pool.execute("TRUNCATE bg.tasks")
     return {
         "jobs_per_s": done / elapsed,
-        "p50_ms": _percentile(recorder.latencies, 0.50),
-        "p99_ms": _percentile(recorder.latencies, 0.99),
+        "p50_ms": percentile(recorder.latencies, 0.50),
+        "p99_ms": percentile(recorder.latencies, 0.99),
         "jobs": float(done),
     }
-
-
-async def run_events(
-    settings: Settings, url: str, *, rate: float, seconds: float, publishers: int
-) -> dict[str, float]:
-    """Publish at ``rate`` events/s for ``seconds``; one subscriber measures latency."""
-    bench_settings = Settings(
-        **{**settings.__dict__, "database_url": url, "pool_min": 2, "pool_max": publishers + 6}
-    )
-    latencies: list[float] = []
-    async with Bus.connect(bench_settings) as bus:
-        cursor = await bus.events.current_cursor()
-        total = int(rate * seconds)
-        delivered = 0
-        all_in = asyncio.Event()
-
-        async def subscriber() -> None:
-            nonlocal delivered
-            async for event in bus.subscribe(["bench"], after=cursor):
-                latencies.append((time.time() - event.payload["t"]) * 1000)
-                delivered += 1
-                if delivered >= total:
-                    all_in.set()
-                    return
-
-        async def publisher(index: int) -> None:
-            interval = publishers / rate
-            due = time.perf_counter() + index * (interval / publishers)
-            for _ in range(index, total, publishers):
-                pause = due - time.perf_counter()
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                await bus.publish("bench", {"t": time.time()})
-                due += interval
-
-        reader = asyncio.create_task(subscriber())
-        began = time.perf_counter()
-        await asyncio.gather(*(publisher(i) for i in range(publishers)))
-        published_s = time.perf_counter() - began
-        try:
-            await asyncio.wait_for(all_in.wait(), timeout=30)
-        finally:
-            reader.cancel()
-        delivered_s = time.perf_counter() - began
-        await bus.pool.execute("TRUNCATE bg.events")
-    return {
-        "published_per_s": total / published_s,
-        "delivered_per_s": delivered / delivered_s,
-        "p50_ms": _percentile(latencies, 0.50),
-        "p99_ms": _percentile(latencies, 0.99),
-        "events": float(total),
-    }
-
-
-def _emit(rows: list[tuple[str, str]], summary: dict[str, Any], as_json: bool) -> None:
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        click.echo(f"{key:<{width}}  {value}")
-    if as_json:
-        click.echo(json.dumps(summary))
-
-
-@click.group()
-def bench() -> None:
-    """Benchmarks (queue, events) that print their figures."""
 
 
 @bench.command("queue")
@@ -257,7 +151,7 @@ def bench_queue(
     as_json: bool,
 ) -> None:
     """Queue throughput (default) or drain time, optionally against PGQueuer."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
     mode = "drain" if drain else "throughput"
     shape = dict(
         mode=mode,
@@ -287,7 +181,7 @@ def bench_queue(
             "p99_ms": round(ours["p99_ms"], 2),
         }
         if compare == "pgqueuer":
-            from agents.bench_pgqueuer import run_pgqueuer
+            from agents.bench.pgqueuer import run_pgqueuer
 
             theirs = await run_pgqueuer(url, **shape)  # type: ignore[arg-type]
             summary.update(
@@ -309,42 +203,4 @@ def bench_queue(
             ("pgqueuer p50 / p99 ms", f"{summary['pgqueuer_p50_ms']:.1f} / {summary['pgqueuer_p99_ms']:.1f}"),
             ("ratio (ours / pgqueuer)", f"{summary['ratio']:.2f}x"),
         ]
-    _emit(rows, summary, as_json)
-
-
-@bench.command("events")
-@click.option(
-    "--rate",
-    default=1000.0,
-    show_default=True,
-    type=click.FloatRange(1),
-    help="Events per second to publish.",
-)
-@click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(1))
-@click.option("--publishers", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
-@click.pass_context
-def bench_events(ctx: click.Context, rate: float, seconds: float, publishers: int, as_json: bool) -> None:
-    """Events published and delivered per second, and publish-to-delivery latency."""
-    settings: Settings = ctx.obj
-
-    async def go() -> dict[str, float]:
-        url = await bench_database(settings)
-        return await run_events(settings, url, rate=rate, seconds=seconds, publishers=publishers)
-
-    r = asyncio.run(go())
-    summary = {
-        "rate": rate,
-        "seconds": seconds,
-        "publishers": publishers,
-        **{k: round(v, 2) for k, v in r.items()},
-    }
-    _emit(
-        [
-            ("published/s", f"{r['published_per_s']:,.0f}"),
-            ("delivered/s", f"{r['delivered_per_s']:,.0f}"),
-            ("p50 / p99 ms", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"),
-        ],
-        summary,
-        as_json,
-    )
+    emit(rows, summary, as_json)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.alerts import AlertBook, Condition
-from agents.base import Agent
+from agents.builtin.alerting import AlertBook, Condition
+from agents.runtime.agent import Agent
 from bus import db
 
 RULES = ("agent_down", "queue_backlog", "dead_letter_growth")

@@ -88,7 +88,7 @@ def _stamp() -> bytes:
     return repr(time.time()).encode()
 
 
-def _percentile(ordered: list[float], fraction: float) -> float:
+def percentile(ordered: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list; NaN when it is empty."""
     if not ordered:
         return math.nan
@@ -101,8 +101,8 @@ def _summary(recorder: _Recorder, elapsed_s: float) -> dict[str, float]:
     jobs = len(ordered)
     return {
         "jobs_per_s": jobs / elapsed_s if elapsed_s > 0 else 0.0,
-        "p50_ms": _percentile(ordered, 0.50),
-        "p99_ms": _percentile(ordered, 0.99),
+        "p50_ms": percentile(ordered, 0.50),
+        "p99_ms": percentile(ordered, 0.99),
         "jobs": float(jobs),
     }
 

@@ -16,14 +16,14 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import socket
 import time
 from typing import Any
 
 import psutil
 
-from agents.base import Agent
+from agents.runtime.agent import Agent
+from agents.runtime.signals import on_stop_signal
 from bus import db
 from bus.client import Bus
 from bus.waiting import wait_event
@@ -193,9 +193,7 @@ class Supervisor:
             runner.stop()
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
+        on_stop_signal(self.stop)
 
     async def run(self) -> None:
         await asyncio.gather(*(self._supervise(agent) for agent in self.agents))

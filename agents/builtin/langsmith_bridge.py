@@ -41,7 +41,7 @@ from typing import Any
 import langsmith
 from langsmith import utils as ls_utils
 
-from agents.base import Agent
+from agents.runtime.agent import Agent
 from bus import db
 
 DEFAULT_ENDPOINT = "https://api.smith.langchain.com"

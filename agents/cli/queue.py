@@ -1,42 +1,23 @@
-"""Queue and event commands: ``worker``, ``enqueue``, ``publish``, ``tasks``, ``schedule``.
-
-They are registered on the root group by :mod:`agents.cli`.
-"""
+"""Queue and event commands: ``worker``, ``enqueue``, ``publish``, ``tasks``, ``schedule``."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import os
-import signal
-import sys
-from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 
+from agents.cli.root import with_bus
+from agents.runtime.loader import load_object
+from agents.runtime.signals import on_stop_signal
 from bus import maintenance, schedules
 from bus.client import Bus
-from bus.config import Settings
 from bus.errors import BgError, InvalidArgument
 from bus.queue import STATUSES
 from bus.worker import Handler
 
 T = TypeVar("T")
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
-
-
-def _with_bus(ctx: click.Context, work: Callable[[Bus], Coroutine[Any, Any, T]], listen: bool = False) -> T:
-    async def go() -> T:
-        async with Bus.connect(_settings(ctx), listen=listen) as bus:
-            return await work(bus)
-
-    return asyncio.run(go())
 
 
 def _json_arg(name: str, raw: str | None) -> Any:
@@ -49,31 +30,11 @@ def _json_arg(name: str, raw: str | None) -> Any:
 
 
 def load_handler(spec: str) -> Handler:
-    """Import ``package.module:function``."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidArgument(
-            f"--handler {spec!r} is not package.module:function", hint="e.g. agents.demo:echo"
-        )
-    if os.getcwd() not in sys.path:  # your handler module, from your folder
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidArgument(
-            f"cannot import {module_name!r} for --handler: {exc}",
-            hint="is it installed, or on PYTHONPATH (run from its folder)?",
-        ) from exc
-    handler = getattr(module, attr, None)
+    """Import ``package.module:function`` for ``--handler``."""
+    handler = load_object(spec, what="--handler", example="agents.demo:echo")
     if not callable(handler):
-        raise InvalidArgument(f"{module_name} has no function {attr!r} for --handler")
+        raise InvalidArgument(f"{spec} is not a function", hint="give package.module:function")
     return handler  # type: ignore[no-any-return]
-
-
-def register(cli: click.Group) -> None:
-    """Add this module's commands to the root group."""
-    for command in (worker, enqueue, publish, tasks, schedule):
-        cli.add_command(command)
 
 
 @click.command()
@@ -99,9 +60,7 @@ def worker(
 
     async def work(bus: Bus) -> None:
         w = bus.worker(queue, handler, concurrency=concurrency, batch=batch, lease=lease)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, w.stop)
+        on_stop_signal(w.stop)
         background = [
             asyncio.create_task(schedules.run_scheduler(bus.pool)),
             asyncio.create_task(maintenance.run_forever(bus.pool, bus.settings)),
@@ -116,7 +75,7 @@ def worker(
                 job.cancel()
         click.echo(f"worker stopped after {w.processed} task(s)", err=True)
 
-    _with_bus(ctx, work, listen=True)
+    with_bus(ctx, work, listen=True)
 
 
 @click.command()
@@ -157,7 +116,7 @@ def enqueue(
         if wait_s is not None:
             click.echo(json.dumps(await bus.queue.result(task_id, timeout=wait_s)))
 
-    _with_bus(ctx, work)
+    with_bus(ctx, work)
 
 
 @click.command()
@@ -167,7 +126,7 @@ def enqueue(
 def publish(ctx: click.Context, channel: str, payload: str | None) -> None:
     """Publish an event with a JSON PAYLOAD on CHANNEL; prints its id."""
     data = _json_arg("PAYLOAD", payload)
-    click.echo(_with_bus(ctx, lambda bus: bus.publish(channel, data, source="bgagents")))
+    click.echo(with_bus(ctx, lambda bus: bus.publish(channel, data, source="bgagents")))
 
 
 status_option = click.option("--status", type=click.Choice(STATUSES), default=None)
@@ -186,7 +145,7 @@ def tasks(ctx: click.Context, queue: str | None, status: str | None, limit: int)
     async def work(bus: Bus) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return await bus.queue.stats(), await bus.queue.list_tasks(queue, status, limit)
 
-    stats, rows = _with_bus(ctx, work)
+    stats, rows = with_bus(ctx, work)
     click.echo(f"{'queue':<20} {'status':<10} {'tasks':>8}  oldest ready")
     for s in stats:
         if queue and s["queue"] != queue:
@@ -212,7 +171,7 @@ def tasks(ctx: click.Context, queue: str | None, status: str | None, limit: int)
 @click.pass_context
 def tasks_show(ctx: click.Context, task_id: int, as_json: bool) -> None:
     """Show one task, with its traceback."""
-    row = _with_bus(ctx, lambda bus: bus.queue.get(task_id))
+    row = with_bus(ctx, lambda bus: bus.queue.get(task_id))
     if as_json:
         click.echo(json.dumps(row, default=str))
         return
@@ -240,11 +199,11 @@ def tasks_retry(ctx: click.Context, task_id: int | None, all_: bool, queue: str 
     """Put a failed (or cancelled) task, or all that match, back in the queue."""
     _one_or_all(task_id, all_)
     if task_id is not None:
-        if not _with_bus(ctx, lambda bus: bus.queue.retry(task_id)):
+        if not with_bus(ctx, lambda bus: bus.queue.retry(task_id)):
             raise BgError(f"task {task_id} is not failed or cancelled (or does not exist)")
         click.echo(f"task {task_id} re-queued")
         return
-    count = _with_bus(ctx, lambda bus: bus.queue.retry_all(queue, status))
+    count = with_bus(ctx, lambda bus: bus.queue.retry_all(queue, status))
     click.echo(f"{count} task(s) re-queued")
 
 
@@ -258,12 +217,12 @@ def tasks_cancel(ctx: click.Context, task_id: int | None, all_: bool, queue: str
     """Cancel a task (running ones are asked to stop), or all that match."""
     _one_or_all(task_id, all_)
     if task_id is not None:
-        outcome = _with_bus(ctx, lambda bus: bus.queue.cancel(task_id))
+        outcome = with_bus(ctx, lambda bus: bus.queue.cancel(task_id))
         if outcome is None:
             raise BgError(f"no task {task_id}")
         click.echo(f"task {task_id}: {outcome}")
         return
-    count = _with_bus(ctx, lambda bus: bus.queue.cancel_all(queue, status))
+    count = with_bus(ctx, lambda bus: bus.queue.cancel_all(queue, status))
     click.echo(f"{count} task(s) cancelled or asked to stop")
 
 
@@ -284,7 +243,7 @@ def schedule_add(
 ) -> None:
     """Add or replace schedule NAME, e.g. `bgagents schedule add nightly '0 3 * * *' -q reports`."""
     data = _json_arg("--payload", payload)
-    first = _with_bus(ctx, lambda bus: schedules.add(bus.pool, name, cron, queue, data, priority))
+    first = with_bus(ctx, lambda bus: schedules.add(bus.pool, name, cron, queue, data, priority))
     click.echo(f"schedule {name!r}: first run {first:%Y-%m-%d %H:%M} UTC")
 
 
@@ -292,7 +251,7 @@ def schedule_add(
 @click.pass_context
 def schedule_list(ctx: click.Context) -> None:
     """List schedules with their next run."""
-    rows = _with_bus(ctx, lambda bus: schedules.list_all(bus.pool))
+    rows = with_bus(ctx, lambda bus: schedules.list_all(bus.pool))
     click.echo(f"{'name':<24} {'cron':<16} {'queue':<16} next run (UTC)")
     for r in rows:
         click.echo(
@@ -306,6 +265,9 @@ def schedule_list(ctx: click.Context) -> None:
 @click.pass_context
 def schedule_remove(ctx: click.Context, name: str) -> None:
     """Remove schedule NAME."""
-    if not _with_bus(ctx, lambda bus: schedules.remove(bus.pool, name)):
+    if not with_bus(ctx, lambda bus: schedules.remove(bus.pool, name)):
         raise BgError(f"no schedule {name!r}", hint="see `bgagents schedule list`")
     click.echo(f"schedule {name!r} removed")
+
+
+COMMANDS = (worker, enqueue, publish, tasks, schedule)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from agents.base import Agent
+from agents.runtime.agent import Agent
 from bus import db, maintenance
 
 ROLE = "coordinator"

@@ -25,7 +25,7 @@ from bus import db
 from bus.errors import FeatureUnavailable, InvalidArgument
 
 if TYPE_CHECKING:
-    from agents.embedders import Embedder
+    from agents.ai.embedders import Embedder
 
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -23,7 +23,8 @@ import aiohttp
 import click
 import psutil
 
-from agents.bench import _percentile, bench, bench_database
+from agents.bench.common import bench, bench_database, percentile
+from agents.cli.root import settings_of
 from bus.client import Bus
 from bus.config import Settings
 
@@ -65,7 +66,7 @@ async def run_sse_bench(
     }
     env.pop("BGAGENTS_TOKEN", None)
     proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived child, not a blocking call)
-        [sys.executable, "-m", "agents.cli", "web"],
+        [sys.executable, "-m", "agents.cli.main", "web"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -132,8 +133,8 @@ async def run_sse_bench(
         "events": total,
         "deliveries": delivered,
         "deliveries_per_s": round(delivered / elapsed, 1),
-        "p50_ms": round(_percentile(latencies, 0.5), 2),
-        "p99_ms": round(_percentile(latencies, 0.99), 2),
+        "p50_ms": round(percentile(latencies, 0.5), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
         "web_cpu_percent_of_one_core": round(100 * cpu / elapsed, 1),
         "complete_clients": sum(1 for r in received if r >= total),
     }
@@ -149,7 +150,7 @@ async def run_sse_bench(
 @click.pass_context
 def bench_sse(ctx: click.Context, clients: int, rate: float, seconds: float, as_json: bool) -> None:
     """SSE fan-out: deliveries/s, publish-to-client latency, web CPU, with one stalled client."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
 
     async def go() -> dict[str, Any]:
         return await run_sse_bench(

@@ -11,7 +11,9 @@ import sys
 from dataclasses import dataclass
 
 import aiohttp
+import click
 
+from agents.cli.root import run_coroutine, settings_of
 from bus import db, migrate
 from bus.config import Settings
 from bus.errors import BgError
@@ -128,3 +130,22 @@ async def check_web_port(settings: Settings) -> Check:
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order the report shows them."""
     return [check_python(), *await check_database(settings), await check_web_port(settings)]
+
+
+def print_checks(settings: Settings) -> bool:
+    """Run every check, print one line each, and say whether none failed."""
+    checks = run_coroutine(run_checks(settings))
+    for check in checks:
+        click.echo(check.render())
+    return not any(c.mark == FAIL for c in checks)
+
+
+@click.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check Python, the database, optional features, the schema and the web port."""
+    if not print_checks(settings_of(ctx)):
+        sys.exit(1)
+
+
+COMMANDS = (doctor,)

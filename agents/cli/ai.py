@@ -1,7 +1,4 @@
-"""AI commands: ``ingest`` and ``search`` over the knowledge base.
-
-They are registered on the root group by :mod:`agents.cli`.
-"""
+"""AI commands: ``ingest`` and ``search`` over the knowledge base."""
 
 from __future__ import annotations
 
@@ -13,9 +10,10 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TextColumn
 
-from agents import knowledge
-from agents.ai_help import ASK_QUEUE, REPORT_QUEUE
-from agents.embedders import Embedder, make_embedder
+from agents.ai import knowledge
+from agents.ai.embedders import Embedder, make_embedder
+from agents.builtin.ai_help import ASK_QUEUE, REPORT_QUEUE
+from agents.cli.root import settings_of
 from bus import db
 from bus.client import Bus
 from bus.config import Settings
@@ -63,17 +61,12 @@ async def require_ai_help(bus: Bus) -> None:
         )
 
 
-def register(cli: click.Group) -> None:
-    for command in (ingest, search, ask, report):
-        cli.add_command(command)
-
-
 @click.command()
 @click.argument("paths", nargs=-1)
 @click.pass_context
 def ingest(ctx: click.Context, paths: tuple[str, ...]) -> None:
     """Ingest Markdown and text files (default: README.md and docs/) into the knowledge base."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
     files = expand(paths) if paths else default_paths()
     if not files:
         raise InvalidArgument(
@@ -116,7 +109,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...]) -> None:
 @click.pass_context
 def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
     """Hybrid search (vector + full text) over the knowledge base."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
     embedder = embedder_for(settings)
 
     async def go() -> list[knowledge.Hit]:
@@ -138,7 +131,7 @@ def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
 @click.pass_context
 def ask(ctx: click.Context, question: str, timeout: float) -> None:
     """Ask the ai-help agent about the running system; the answer streams in, with citations."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
 
     async def go() -> dict[str, Any]:
         async with Bus.connect(settings) as bus:
@@ -177,7 +170,7 @@ def ask(ctx: click.Context, question: str, timeout: float) -> None:
 @click.pass_context
 def report(ctx: click.Context, hours: float) -> None:
     """Have the ai-help agent write a system report now, and print it."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
 
     async def go() -> str:
         async with Bus.connect(settings, listen=False) as bus:
@@ -187,3 +180,6 @@ def report(ctx: click.Context, hours: float) -> None:
             return str(result["body"])
 
     click.echo(asyncio.run(go()))
+
+
+COMMANDS = (ingest, search, ask, report)

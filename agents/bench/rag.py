@@ -1,6 +1,6 @@
 """``bgagents bench rag``: retrieval quality on our own docs, and latency at scale.
 
-The evaluation set (``agents/rag_eval.json``, 42 questions with the source and
+The evaluation set (``agents/bench/rag_eval.json``, 42 questions with the source and
 heading that answers each) runs against README.md and docs/ ingested into the
 scratch database, for each embedder that can be had. A hit counts when its
 source and the last part of its heading path match. ``--synthetic N`` adds N
@@ -21,11 +21,11 @@ from typing import Any
 import click
 import numpy as np
 
-from agents import knowledge
-from agents.bench import _percentile, bench, bench_database
-from agents.embedders import Embedder, HashingEmbedder, make_embedder
+from agents.ai import knowledge
+from agents.ai.embedders import Embedder, HashingEmbedder, make_embedder
+from agents.bench.common import bench, bench_database, percentile
+from agents.cli.root import settings_of
 from bus.client import Bus
-from bus.config import Settings
 from bus.errors import BgError
 
 EVAL_FILE = Path(__file__).with_name("rag_eval.json")
@@ -51,9 +51,9 @@ async def evaluate(bus: Bus, embedder: Embedder, files: list[Path]) -> dict[str,
         "r_at_1": sum(1 for r in ranks if r == 1) / len(cases),
         "r_at_5": sum(1 for r in ranks if r is not None and r <= 5) / len(cases),
         "mrr_at_10": statistics.fmean(1 / r if r else 0.0 for r in ranks),
-        "p50_ms": _percentile(latencies, 0.5),
-        "p95_ms": _percentile(latencies, 0.95),
-        "p99_ms": _percentile(latencies, 0.99),
+        "p50_ms": percentile(latencies, 0.5),
+        "p95_ms": percentile(latencies, 0.95),
+        "p99_ms": percentile(latencies, 0.99),
     }
 
 
@@ -125,9 +125,9 @@ async def synthetic(bus: Bus, n: int, queries: int = 200) -> dict[str, float]:
     return {
         "chunks": n,
         "queries": queries,
-        "p50_ms": _percentile(latencies, 0.5),
-        "p95_ms": _percentile(latencies, 0.95),
-        "p99_ms": _percentile(latencies, 0.99),
+        "p50_ms": percentile(latencies, 0.5),
+        "p95_ms": percentile(latencies, 0.95),
+        "p99_ms": percentile(latencies, 0.99),
     }
 
 
@@ -143,7 +143,7 @@ async def synthetic(bus: Bus, n: int, queries: int = 200) -> dict[str, float]:
 @click.pass_context
 def bench_rag(ctx: click.Context, synthetic_n: int | None, as_json: bool) -> None:
     """Retrieval quality (R@1, R@5, MRR@10) and latency per embedder, or at scale."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
     root = Path.cwd()
     files = [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.is_file()]
 

@@ -1,7 +1,4 @@
-"""Agent commands: ``run``, ``up``, ``status`` and ``agent NAME COMMAND``.
-
-They are registered on the root group by :mod:`agents.cli`.
-"""
+"""Agent commands: ``run``, ``up``, ``status`` and ``agent NAME COMMAND``."""
 
 from __future__ import annotations
 
@@ -12,18 +9,15 @@ from typing import Any
 
 import click
 
-from agents.base import load_config
-from agents.registry import resolve
-from agents.supervisor import Supervisor
+from agents.cli.root import run_coroutine, settings_of
+from agents.cli.webserver import start_web
+from agents.runtime.agent import load_config
+from agents.runtime.registry import builtin_agents, resolve
+from agents.runtime.supervisor import Supervisor
 from bus import db, migrate
 from bus.client import Bus
 from bus.config import Settings
 from bus.errors import SchemaNotReady
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
 
 
 async def run_agents(settings: Settings, specs: list[str], announce: str | None = None) -> None:
@@ -41,18 +35,12 @@ async def run_agents(settings: Settings, specs: list[str], announce: str | None 
         await supervisor.run()
 
 
-def register(cli: click.Group) -> None:
-    """Add this module's commands to the root group."""
-    for command in (run, status, agent):
-        cli.add_command(command)
-
-
 @click.command()
 @click.argument("names", nargs=-1, required=True)
 @click.pass_context
 def run(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Run agents in this process: built-in names or package.module:AgentClass."""
-    asyncio.run(run_agents(_settings(ctx), list(names), f"running {', '.join(names)}; Ctrl-C stops them"))
+    asyncio.run(run_agents(settings_of(ctx), list(names), f"running {', '.join(names)}; Ctrl-C stops them"))
 
 
 @click.command()
@@ -62,7 +50,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Agents (status, health, last beat, pid, host), firing alerts and a health summary."""
 
     async def go() -> dict[str, Any]:
-        async with Bus.connect(_settings(ctx), listen=False) as bus:
+        async with Bus.connect(settings_of(ctx), listen=False) as bus:
             return await bus.state.get_system_health()
 
     report = asyncio.run(go())
@@ -101,9 +89,44 @@ def agent(ctx: click.Context, name: str, command: str) -> None:
     """Send COMMAND to every running instance of agent NAME."""
 
     async def go() -> int:
-        async with Bus.connect(_settings(ctx), listen=False) as bus:
+        async with Bus.connect(settings_of(ctx), listen=False) as bus:
             count: int = await db.run(bus.pool, "agent_command", name, command)
             return count
 
     count = asyncio.run(go())
     click.echo(f"{command} sent to {count} instance(s) of {name}")
+
+
+@click.command()
+@click.option("--with", "extra", multiple=True, help="Also run package.module:AgentClass.")
+@click.option("--no-web", is_flag=True, help="Run the agents only.")
+@click.pass_context
+def up(ctx: click.Context, extra: tuple[str, ...], no_web: bool) -> None:
+    """Start everything: the database (embedded if needed), migrations, every agent and the web."""
+    settings = settings_of(ctx)
+
+    async def go() -> None:
+        async with db.connection(settings) as conn:
+            report = await migrate.migrate(conn)
+            for m, reason in report.skipped:
+                click.echo(f"note: skipped {m.filename}: {reason}", err=True)
+        where = "embedded PostgreSQL" if settings.uses_embedded else db.describe(db.resolve_url(settings))
+        names = [*builtin_agents(), *extra]
+        runner = None if no_web else await start_web(settings)
+        dashboard = "" if no_web else f"\n  Dashboard: http://{settings.host}:{settings.port}/"
+        try:
+            await run_agents(
+                settings,
+                names,
+                f"Background Agents is up on {where}: {', '.join(names)}.{dashboard}\n"
+                "  `bgagents status` shows them; Ctrl-C stops them "
+                "(the database keeps running until `bgagents db stop`).",
+            )
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+
+    run_coroutine(go())
+
+
+COMMANDS = (run, up, status, agent)

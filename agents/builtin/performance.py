@@ -21,8 +21,8 @@ from typing import Any
 
 import psutil
 
-from agents.alerts import AlertBook, Condition
-from agents.base import Agent
+from agents.builtin.alerting import AlertBook, Condition
+from agents.runtime.agent import Agent
 from bus import db
 
 RULES = ("threshold", "anomaly")

@@ -1,0 +1,1 @@
+"""The AI stack the ai-help agent uses: embedders, chunking and ingest, answers and reports."""

@@ -1,0 +1,1 @@
+"""Benchmarks a user can run (``bgagents bench ...``): one module per benchmark."""

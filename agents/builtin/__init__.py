@@ -1,0 +1,1 @@
+"""The built-in agents: coordinator, heartbeat health, performance, ai-help and the LangSmith bridge."""

@@ -1,0 +1,1 @@
+"""The agent runtime: the ``Agent`` base and its config, the supervisor, the registry, signals and loading."""
