@@ -16,13 +16,12 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
 
 import asyncpg
 
-from bus import embedded
 from bus.config import Settings
-from bus.errors import ConnectError
+from bus.errors import ConnectError, DatabaseError, DatabaseUnavailable, from_driver
+from bus.server import describe, listen_url, resolve_url
 from sql import Query, queries
 
 logger = logging.getLogger(__name__)
@@ -33,6 +32,7 @@ Pool: TypeAlias = asyncpg.Pool
 __all__ = [
     "Connection",
     "Pool",
+    "call",
     "connect",
     "connection",
     "create_pool",
@@ -43,32 +43,6 @@ __all__ = [
     "run",
     "sql_text",
 ]
-
-
-def resolve_url(settings: Settings) -> str:
-    """``DATABASE_URL``, or the embedded server's URL (starting it if needed)."""
-    if settings.database_url:
-        return settings.database_url
-    return embedded.ensure_running(settings.pgdata)
-
-
-def listen_url(settings: Settings) -> str:
-    """The direct URL for LISTEN and advisory-lock leadership."""
-    return settings.listen_url or resolve_url(settings)
-
-
-def describe(url: str) -> str:
-    """``user@host:port/db`` for messages, without the password."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get(
-            "host", "localhost"
-        )
-        port = f":{parts.port}" if parts.port else ""
-        user = f"{parts.username}@" if parts.username else ""
-        return f"{user}{host}{port}{parts.path or '/'}"
-    except ValueError:
-        return "<unparseable URL>"
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -120,6 +94,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.CrashShutdownError,
+    DatabaseUnavailable,
 )
 """Errors after which the same query may succeed once the server is back."""
 
@@ -128,6 +103,7 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
+    DatabaseError,
 )
 """Any failure of a query, for loops that log and carry on."""
 
@@ -218,3 +194,14 @@ async def run(conn: Connection | Pool, name: str, *args: Any) -> Any:
     if query.kind == "val":
         return await conn.fetchval(query.sql, *args)
     return await conn.execute(query.sql, *args)
+
+
+async def call(conn: Connection | Pool, name: str, *args: Any) -> Any:
+    """:func:`run`, with driver errors raised as :mod:`bus.errors` types (for the domain services)."""
+    try:
+        return await run(conn, name, *args)
+    except (asyncpg.PostgresError, *TRANSIENT_ERRORS) as exc:
+        translated = from_driver(exc)
+        if translated is None:
+            raise
+        raise translated from exc

@@ -69,21 +69,34 @@ class DatabaseError(BgError):
         self.sqlstate = sqlstate
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database is unreachable for now (restarting, or the connection dropped); try again."""
+
+
 def from_driver(exc: BaseException) -> BgError | None:
     """The :class:`BgError` for a driver error (first line, hint and SQLSTATE kept), else None.
 
-    Callers outside ``bus`` use this instead of importing the driver, so a
-    PostgreSQL error still reaches a user as one line with its fix.
+    Callers outside ``bus`` never see the driver's classes: the domain services
+    raise what this returns, and the CLI uses it as its last resort, so a
+    PostgreSQL error reaches a user as one line with its fix.
     """
     import asyncpg  # the one driver; imported here so that this module stays light
 
     if isinstance(exc, BgError):
         return exc
-    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
-        return SchemaNotReady(f"the database has no Background Agents schema yet ({exc})")
     if isinstance(exc, asyncpg.PostgresError):
         message = getattr(exc, "message", None) or str(exc).splitlines()[0]
-        return DatabaseError(message, hint=getattr(exc, "hint", None), sqlstate=exc.sqlstate or "")
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | ConnectionError):
-        return DatabaseError(f"lost the database connection: {exc}", hint="is the server running?")
+        hint = getattr(exc, "hint", None)
+        state = exc.sqlstate or ""
+        if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
+            return SchemaNotReady(f"the database has no Background Agents schema yet ({message})")
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            return ConflictError(message, hint=hint)
+        if state.startswith("22") or isinstance(exc, asyncpg.CheckViolationError):
+            return InvalidArgument(message, hint=hint)
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError):
+            return DatabaseUnavailable(message, hint=hint or "is the server running?", sqlstate=state)
+        return DatabaseError(message, hint=hint, sqlstate=state)
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError):
+        return DatabaseUnavailable(f"lost the database connection: {exc}", hint="is the server running?")
     return None

@@ -26,7 +26,8 @@ from pathlib import Path
 import asyncpg
 
 from bus import db
-from bus.errors import MigrationError
+from bus.config import Settings
+from bus.errors import MigrationError, SchemaNotReady
 from sql import MIGRATIONS_DIR
 
 logger = logging.getLogger(__name__)
@@ -223,3 +224,28 @@ async def pending_sql(conn: db.Connection, migrations: list[Migration] | None = 
 async def is_current(conn: db.Connection) -> bool:
     """Whether every migration that can be applied here has been."""
     return all(s.state != "pending" for s in await status(conn))
+
+
+async def apply(settings: Settings) -> MigrationReport:
+    """:func:`migrate` on a connection of its own to the configured database."""
+    async with db.connection(settings) as conn:
+        return await migrate(conn)
+
+
+async def status_of(settings: Settings) -> list[MigrationState]:
+    """:func:`status` on a connection of its own to the configured database."""
+    async with db.connection(settings) as conn:
+        return await status(conn)
+
+
+async def pending_sql_of(settings: Settings) -> str:
+    """:func:`pending_sql` on a connection of its own to the configured database."""
+    async with db.connection(settings) as conn:
+        return await pending_sql(conn)
+
+
+async def require_current(settings: Settings) -> None:
+    """Raise :class:`SchemaNotReady` unless the configured database's schema is current."""
+    async with db.connection(settings) as conn:
+        if not await is_current(conn):
+            raise SchemaNotReady("the database schema is not current")

@@ -21,7 +21,8 @@ from aiohttp import web
 from bus import db
 from bus.errors import BgError
 from bus.queue import STATUSES
-from web.api import BadParameter, _choice, _path_id, ai_help_running
+from web.api.ai import ai_help_running
+from web.api.common import BadParameter, choice, path_id
 from web.charts import sparkline
 from web.keys import BUS, SETTINGS
 from web.security import csrf_token
@@ -45,7 +46,7 @@ async def agents_context(request: web.Request) -> Context:
 
 
 async def alerts_context(request: web.Request) -> Context:
-    state = _choice(request.query.get("state"), "state", ("pending", "firing", "resolved"))
+    state = choice(request.query.get("state"), "state", ("pending", "firing", "resolved"))
     if request.match_info.route.name in ("overview", "partial_alerts") and state is None:
         state = "firing" if request.query.get("all") is None else None
     rows = [dict(r) for r in await db.run(request.app[BUS].pool, "alerts_filtered", state, 200)]
@@ -74,7 +75,7 @@ async def charts_context(request: web.Request) -> Context:
 
 async def tasks_context(request: web.Request) -> Context:
     queue = request.query.get("queue") or None
-    status = _choice(request.query.get("status"), "status", STATUSES)
+    status = choice(request.query.get("status"), "status", STATUSES)
     q = request.app[BUS].queue
     stats = await q.stats()
     queues: dict[str, dict[str, Any]] = {}
@@ -177,7 +178,7 @@ async def tasks_page(request: web.Request) -> web.Response:
 
 
 async def task_page(request: web.Request) -> web.Response:
-    task = await request.app[BUS].queue.get(_path_id(request))
+    task = await request.app[BUS].queue.get(path_id(request))
     return await _page(request, "task", (), task=task)
 
 
