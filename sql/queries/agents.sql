@@ -182,16 +182,21 @@ FROM live;
 SELECT * FROM bg.alerts WHERE id = $1;
 
 -- name: alerts_filtered :many
--- Alerts by state ($1), acknowledged ($2) and silenced ($3, against active silences); NULL: any.
-SELECT a.*, EXISTS (
-           SELECT 1 FROM bg.silences s
-           WHERE s.starts_at <= now() AND s.ends_at > now()
-             AND (a.labels || jsonb_build_object('alertname', a.rule)) @> s.matchers
-       ) AS silenced,
-       (a.acked_at IS NOT NULL AND (a.ack_expires_at IS NULL OR a.ack_expires_at > now())) AS acked
-FROM bg.alerts a
-WHERE ($1::text IS NULL OR a.state = $1)
-ORDER BY a.started_at DESC
+-- Alerts by state ($1), acknowledged ($3) and silenced ($4, against active silences), newest
+-- first; NULL: any. The filters apply before the limit ($2).
+SELECT * FROM (
+    SELECT a.*, EXISTS (
+               SELECT 1 FROM bg.silences s
+               WHERE s.starts_at <= now() AND s.ends_at > now()
+                 AND (a.labels || jsonb_build_object('alertname', a.rule)) @> s.matchers
+           ) AS silenced,
+           (a.acked_at IS NOT NULL AND (a.ack_expires_at IS NULL OR a.ack_expires_at > now())) AS acked
+    FROM bg.alerts a
+    WHERE ($1::text IS NULL OR a.state = $1)
+) f
+WHERE ($3::boolean IS NULL OR f.acked = $3)
+  AND ($4::boolean IS NULL OR f.silenced = $4)
+ORDER BY f.started_at DESC
 LIMIT $2;
 
 -- name: silences_list :many

@@ -33,14 +33,16 @@ SELECT key, version, updated_at FROM bg.shared_state
 WHERE starts_with(key, $1) ORDER BY key LIMIT $2;
 
 -- name: stats_server :one
--- Server version, this database's size and its connection count.
+-- Server version, this database's size and connections, and its transactions per second
+-- averaged since its statistics were reset (or since the server started, if never).
 SELECT current_setting('server_version') AS server_version,
        pg_database_size(current_database()) AS database_size,
        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()) AS connections,
        current_setting('max_connections')::int AS max_connections,
-       (SELECT xact_commit + xact_rollback FROM pg_stat_database
-         WHERE datname = current_database()) AS transactions,
-       clock_timestamp() AS sampled_at;
+       (SELECT (coalesce(d.xact_commit, 0) + coalesce(d.xact_rollback, 0))::float8
+               / greatest(extract(epoch FROM clock_timestamp()
+                                  - coalesce(d.stats_reset, pg_postmaster_start_time()))::float8, 0.001)
+          FROM pg_stat_database d WHERE d.datname = current_database()) AS transactions_per_second;
 
 -- name: stats_tables :many
 -- The largest tables of schema bg, with their size and estimated rows.
