@@ -17,6 +17,7 @@ from bus.client import Bus
 from bus.config import Settings
 from bus.errors import ConfigError
 from web import api, pages, prom, security, sse
+from web.broadcaster import Broadcaster
 from web.keys import BROADCASTER, BUS, SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _broadcaster_ctx(app: web.Application) -> AsyncIterator[None]:
-    broadcaster = sse.Broadcaster(app[BUS])
+    broadcaster = Broadcaster(app[BUS])
     app[BROADCASTER] = broadcaster
     await broadcaster.start()
     yield
@@ -55,10 +56,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_broadcaster_ctx)
-    app.on_shutdown.append(sse.stop_streams)
     api.setup_routes(app)
     security.setup_routes(app)
-    sse.setup_routes(app)
+    sse.setup(app)  # /api/events, and its streams stopped on shutdown
     prom.setup(app)
     pages.setup(app)
     return app

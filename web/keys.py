@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import weakref
 
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse
 
 from bus.client import Bus
 from bus.config import Settings
-
-if TYPE_CHECKING:
-    from web.sse import Broadcaster
+from web.broadcaster import Broadcaster
 
 SETTINGS = web.AppKey("settings", Settings)
 BUS = web.AppKey("bus", Bus)
-BROADCASTER: web.AppKey[Broadcaster] = web.AppKey("broadcaster")
+BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+STREAMS: web.AppKey[weakref.WeakSet[EventSourceResponse]] = web.AppKey("sse_streams")
+"""The open SSE streams, stopped on shutdown."""

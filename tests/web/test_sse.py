@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 from aiohttp.test_utils import TestClient
 
 from bus.client import Bus
+from bus.events import Event
 from tests.web.conftest import read_events
-from web.sse import Client
+from web.broadcaster import CoalescingClient, QueuedClient
 
 
 async def _publish(db_url: str, *channels: str) -> list[int]:
@@ -98,15 +99,8 @@ async def test_a_cursor_older_than_retention_gets_a_reset(
     resp.close()
 
 
-def test_a_client_that_stops_reading_is_cut_off_without_blocking(monkeypatch) -> None:
-    import web.sse as sse
-
-    monkeypatch.setattr(sse, "QUEUE_SIZE", 3)
-    slow, fast = Client(None), Client(None)
-    from datetime import datetime
-
-    from bus.events import Event
-
+def test_a_client_that_stops_reading_is_cut_off_without_blocking() -> None:
+    slow, fast = QueuedClient(None, size=3), QueuedClient(None, size=3)
     for n in range(5):
         event = Event(f"1:{n}", n, "c", {}, None, datetime.now())
         slow.offer(event)  # never read
@@ -153,3 +147,15 @@ async def test_the_dashboard_stream_coalesces_regions_and_keeps_the_last_change(
     assert {e["event"] for e in seen} <= {"agents", "health", "events"}
     assert all(e["data"] == {} for e in seen)  # names only: the partial is the markup
     resp.close()
+
+
+async def test_a_coalescing_client_keeps_the_changed_regions_and_the_newest_cursor() -> None:
+    dashboard = CoalescingClient({"agents", "alerts"}, newest="1:0")
+    for n, channel in enumerate(["agents", "agents", "other", "alerts"], start=1):
+        dashboard.offer(Event(f"1:{n}", n, channel, {}, None, datetime.now()))
+    dashboard.queue_changed()
+    assert await asyncio.wait_for(dashboard.changes(), 5) == (
+        ["agents", "alerts", "events", "health", "tasks"],
+        "1:4",
+    )
+    assert not dashboard.changed.is_set()  # nothing new since
