@@ -57,8 +57,32 @@ class NotFound(BgError):
     """No such object."""
 
 
+class Cancelled(BgError):
+    """The task was cancelled while it ran."""
+
+
+class TaskFailed(BgError):
+    """The task failed for good (it is in the dead letter)."""
+
+
+class TaskCancelled(BgError):
+    """The task was cancelled."""
+
+
+class CursorExpired(BgError):
+    """The cursor is older than the event retention: reload, then resume from now."""
+
+
 class InvalidArgument(BgError):
     """An argument has a bad value."""
+
+
+class ModelWeightsError(BgError):
+    """The local embedding model's weights could not be had."""
+
+
+class WeightsIntegrityError(ModelWeightsError):
+    """The local embedding model's weights failed their SHA-256 check."""
 
 
 class DatabaseError(BgError):

@@ -136,3 +136,28 @@ WHERE id = $1;
 -- Every chunk of one ingested source, in order (the dashboard's source view).
 SELECT c.seq, c.heading, c.content FROM bg.document_chunks c JOIN bg.documents d ON d.id = c.document
 WHERE d.source = $1 ORDER BY c.seq;
+
+-- name: knowledge_ready :val
+-- Whether the knowledge base tables exist (the pgvector migration ran).
+SELECT to_regclass('bg.document_chunks') IS NOT NULL;
+
+-- name: rag_clear :exec
+-- Remove every document, and with them their chunks (the benchmarks' scratch database).
+DELETE FROM bg.documents;
+
+-- name: rag_drop_minilm_index :exec
+-- Drop the MiniLM HNSW index before a bulk load (rag_create_minilm_index builds it again).
+DROP INDEX IF EXISTS bg.document_chunks_minilm;
+
+-- name: rag_maintenance_work_mem :exec
+-- Give index builds $1 of memory for the rest of this transaction.
+SELECT set_config('maintenance_work_mem', $1, true);
+
+-- name: rag_create_minilm_index :exec
+-- The MiniLM HNSW index, as migration 0006 defines it.
+CREATE INDEX document_chunks_minilm ON bg.document_chunks
+    USING hnsw ((embedding::vector(384)) vector_cosine_ops) WHERE embedding_model = 'all-MiniLM-L6-v2';
+
+-- name: rag_analyze :exec
+-- Refresh the planner's statistics of the chunks table after a bulk load.
+ANALYZE bg.document_chunks;

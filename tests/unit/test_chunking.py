@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.ai.knowledge import chunk_text
+from agents.ai.chunking import chunk_text
 
 
 def words(text: str) -> int:

