@@ -26,7 +26,8 @@ from agents.builtin.heartbeat import HeartbeatHealthAgent
 from agents.builtin.performance import PerformanceMonitor
 from agents.cli.root import settings_of
 from agents.runtime.supervisor import Supervisor
-from bus import db
+from bus import agents as instances
+from bus import scratch
 from bus.client import Bus
 from bus.config import Settings
 
@@ -64,14 +65,14 @@ async def run_agents_bench(settings: Settings, url: str, *, agents: int, seconds
     bench_settings = replace(settings, database_url=url, pool_min=2, pool_max=20)
     host = f"bench-{socket.gethostname()}"
     async with Bus.connect(bench_settings) as bus:
-        await bus.pool.execute("DELETE FROM bg.agents WHERE host = $1", host)
-        await bus.pool.execute("DELETE FROM bg.alerts")
+        await scratch.forget_host_agents(bus.pool, host)
+        await scratch.clear_alerts(bus.pool)
         ids = [f"sim-{i}@{host}" for i in range(agents)]
         for i, instance in enumerate(ids):
-            await db.run(
-                bus.pool, "agent_register", instance, f"sim-{i}", "simulated", host, os.getpid(), "bench", 1.0
+            await instances.register(
+                bus.pool, instance, f"sim-{i}", "simulated", host, os.getpid(), "bench", 1.0
             )
-            await db.run(bus.pool, "agent_set_status", instance, "running", None)
+            await instances.set_status(bus.pool, instance, "running", None)
         stop = asyncio.Event()
         beats = 0
 
@@ -81,7 +82,7 @@ async def run_agents_bench(settings: Settings, url: str, *, agents: int, seconds
             seq = 0
             while not stop.is_set():
                 seq += 1
-                await db.run(bus.pool, "agent_beat", instance, seq, 0.0, 0)
+                await instances.beat(bus.pool, instance, seq, 0.0, 0)
                 beats += 1
                 await asyncio.sleep(1.0)
 
@@ -106,17 +107,15 @@ async def run_agents_bench(settings: Settings, url: str, *, agents: int, seconds
         supervisor.stop()
         await asyncio.gather(*tasks, running)
         health.cancel()
-        alerts = await bus.pool.fetchval(
-            "SELECT count(*) FROM bg.alerts WHERE rule = 'agent_down' AND labels->>'host' = $1", host
-        )
-        await bus.pool.execute("DELETE FROM bg.agents WHERE host = $1", host)
+        alerts = await scratch.agent_down_alerts(bus.pool, host)
+        await scratch.forget_host_agents(bus.pool, host)
     return {
         "agents": agents,
         "seconds": round(elapsed, 1),
         "beats_per_s": round(beats / elapsed, 1),
-        "false_alarms": len(left_up) + int(alerts),
+        "false_alarms": len(left_up) + alerts,
         "left_up": len(left_up),
-        "alerts": int(alerts),
+        "alerts": alerts,
         "db_cpu_percent_of_one_core": round(100 * server_cpu / elapsed, 2) if cpu.seen else None,
         "db_cpu_percent_of_machine": round(100 * server_cpu / elapsed / (psutil.cpu_count() or 1), 2)
         if cpu.seen

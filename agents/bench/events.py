@@ -9,6 +9,7 @@ import click
 
 from agents.bench.common import bench, bench_database, emit, percentile
 from agents.cli.root import settings_of
+from bus import scratch
 from bus.client import Bus
 from bus.config import Settings
 
@@ -55,7 +56,7 @@ async def run_events(
         finally:
             reader.cancel()
         delivered_s = time.perf_counter() - began
-        await bus.pool.execute("TRUNCATE bg.events")
+        await scratch.empty_events(bus.pool)
     return {
         "published_per_s": total / published_s,
         "delivered_per_s": delivered / delivered_s,

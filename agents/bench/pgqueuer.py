@@ -2,9 +2,10 @@
 
 :func:`run_pgqueuer` runs PGQueuer (``pgqueuer==1.6.0``, the ``bench`` extra)
 against the database at ``dsn`` the way PGQueuer's own benchmark tool does:
-every enqueuer and every dequeuer has its own asyncpg connection wrapped in
-PGQueuer's :class:`AsyncpgDriver`, each dequeuer is one ``QueueManager`` with
-batch size ``dequeue_batch``, and jobs go to a single no-op async entrypoint.
+every enqueuer and every dequeuer has its own driver connection (from
+:func:`bus.scratch.driver_connection`) wrapped in PGQueuer's
+:class:`AsyncpgDriver`, each dequeuer is one ``QueueManager`` with batch size
+``dequeue_batch``, and jobs go to a single no-op async entrypoint.
 
 Two modes:
 
@@ -40,9 +41,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import asyncpg
+from bus import scratch
 
 if TYPE_CHECKING:
     from pgqueuer.models import Job
@@ -59,7 +60,7 @@ ENTRYPOINT = "bench_noop"
 #: entrypoint (workload "mixed"); sync entrypoints run in a thread.
 MIXED_ENTRYPOINTS = ("syncfetch", "asyncfetch")
 
-# Rows per INSERT when pre-filling the queue for drain mode.
+# Rows per enqueue call when pre-filling the queue for drain mode.
 _PREFILL_CHUNK = 1000
 # How long the queue managers get to verify the schema and start listening.
 _READY_TIMEOUT_S = 30.0
@@ -112,8 +113,7 @@ async def _connect(stack: contextlib.AsyncExitStack, dsn: str) -> Queries:
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.queries import Queries
 
-    connection: Any = await asyncpg.connect(dsn)
-    stack.push_async_callback(connection.close)
+    connection = await stack.enter_async_context(scratch.driver_connection(dsn))
     return Queries(AsyncpgDriver(connection))
 
 

@@ -12,6 +12,7 @@ import click
 
 from agents.bench.common import BENCH_QUEUE, bench, bench_database, emit, percentile
 from agents.cli.root import settings_of
+from bus import scratch
 from bus.client import Bus
 from bus.config import Settings
 from bus.worker import Task
@@ -68,7 +69,7 @@ async def run_ours(
     )
     recorder = _Recorder()
     async with Bus.connect(bench_settings) as bus:
-        await bus.pool.execute("TRUNCATE bg.tasks")
+        await scratch.empty_tasks(bus.pool)
         workers = [
             bus.worker(BENCH_QUEUE, recorder.handler, concurrency=dequeue_batch, batch=dequeue_batch)
             for _ in range(dequeuers)
@@ -77,7 +78,7 @@ async def run_ours(
             for start in range(0, drain, 1000):
                 size = min(1000, drain - start)
                 await bus.queue.enqueue_many(BENCH_QUEUE, payloads(size))
-            await bus.pool.execute("ANALYZE bg.tasks")
+            await scratch.analyze_tasks(bus.pool)
             recorder.target = drain
             began = time.perf_counter()
             runs = [asyncio.create_task(w.run()) for w in workers]
@@ -106,7 +107,7 @@ async def run_ours(
             for w in workers:
                 w.stop(grace=5)
             await asyncio.gather(*runs)
-        await bus.pool.execute("TRUNCATE bg.tasks")
+        await scratch.empty_tasks(bus.pool)
     return {
         "jobs_per_s": done / elapsed,
         "p50_ms": percentile(recorder.latencies, 0.50),

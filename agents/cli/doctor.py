@@ -14,7 +14,7 @@ import aiohttp
 import click
 
 from agents.cli.root import run_coroutine, settings_of
-from bus import db, migrate
+from bus import diagnostics, migrate
 from bus.config import Settings
 from bus.errors import BgError
 
@@ -47,32 +47,26 @@ def check_python() -> Check:
 async def check_database(settings: Settings) -> list[Check]:
     where = "embedded server" if settings.uses_embedded else "DATABASE_URL"
     try:
-        url = db.resolve_url(settings)
-        conn = await db.connect(settings, url)
+        report = await diagnostics.examine(settings)
     except BgError as exc:
         return [Check(FAIL, "database", exc.message, exc.hint or "check DATABASE_URL")]
-    try:
-        checks = [Check(OK, "database", f"{db.describe(url)} ({where})")]
-        version_num = await db.run(conn, "server_version_num")
-        version = await conn.fetchval("SHOW server_version")
-        if version_num < MIN_SERVER_VERSION:
-            checks.append(
-                Check(FAIL, "server version", f"PostgreSQL {version}", "use PostgreSQL 14 or newer")
-            )
-        else:
-            checks.append(Check(OK, "server version", f"PostgreSQL {version}"))
-        checks.append(await _check_pgvector(conn, version_num))
-        checks.append(await _check_schema(conn))
-        return checks
-    finally:
-        await conn.close()
+    version = report.version
+    checks = [Check(OK, "database", f"{report.where} ({where})")]
+    if version.num < MIN_SERVER_VERSION:
+        checks.append(
+            Check(FAIL, "server version", f"PostgreSQL {version.text}", "use PostgreSQL 14 or newer")
+        )
+    else:
+        checks.append(Check(OK, "server version", f"PostgreSQL {version.text}"))
+    checks.append(_check_pgvector(report.extensions["vector"], version.num))
+    checks.append(_check_schema(report.schema))
+    return checks
 
 
-async def _check_pgvector(conn: db.Connection, version_num: int) -> Check:
-    if await db.run(conn, "extension_installed", "vector"):
-        version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname='vector'")
-        return Check(OK, "pgvector", f"installed ({version}); AI search is available")
-    if await db.run(conn, "extension_available", "vector"):
+def _check_pgvector(vector: diagnostics.Extension, version_num: int) -> Check:
+    if vector.installed:
+        return Check(OK, "pgvector", f"installed ({vector.installed_version}); AI search is available")
+    if vector.available:
         return Check(OK, "pgvector", "available; `bgagents migrate` creates it")
     return Check(
         WARN,
@@ -82,13 +76,11 @@ async def _check_pgvector(conn: db.Connection, version_num: int) -> Check:
     )
 
 
-async def _check_schema(conn: db.Connection) -> Check:
-    try:
-        states = await migrate.status(conn)
-    except BgError as exc:
-        return Check(FAIL, "schema", exc.message, exc.hint or "")
-    pending = [s.migration.filename for s in states if s.state == "pending"]
-    waiting = [s.migration.filename for s in states if s.state == "unavailable"]
+def _check_schema(schema: diagnostics.SchemaState) -> Check:
+    if schema.error is not None:
+        return Check(FAIL, "schema", schema.error.message, schema.error.hint or "")
+    pending = schema.named("pending")
+    waiting = schema.named("unavailable")
     if pending:
         return Check(
             FAIL,
@@ -96,8 +88,7 @@ async def _check_schema(conn: db.Connection) -> Check:
             f"{len(pending)} migration(s) pending: {', '.join(pending)}",
             "run `bgagents migrate`",
         )
-    applied = sum(s.state == "applied" for s in states)
-    detail = f"current ({applied} migrations applied)"
+    detail = f"current ({len(schema.named('applied'))} migrations applied)"
     if waiting:  # optional features: the pgvector line says what to do
         return Check(OK, "schema", f"{detail}; {', '.join(waiting)} waits for an extension")
     return Check(OK, "schema", detail)
