@@ -8,6 +8,7 @@ async with Bus.connect(settings) as bus:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -17,7 +18,8 @@ from bus.events import Event, Events
 from bus.notifier import Notifier
 from bus.queue import Queue
 from bus.state import SharedState
-from bus.worker import Handler, Worker
+from bus.waker import Wakers
+from bus.worker import Handler, Worker, WorkerConfig
 
 
 class Bus:
@@ -30,6 +32,7 @@ class Bus:
         self.events = Events(pool, notifier)
         self.queue = Queue(pool)
         self.state = SharedState(pool)
+        self.wakers = Wakers(notifier)
 
     @classmethod
     async def open(cls, settings: Settings, *, listen: bool = True) -> Bus:
@@ -51,6 +54,8 @@ class Bus:
         return _BusContext(settings, listen)
 
     async def close(self) -> None:
+        """Close the LISTEN connection and the pool."""
+        self.wakers.close()
         await self.notifier.stop()
         await self.pool.close()
 
@@ -64,9 +69,16 @@ class Bus:
         """Every event after ``after`` (None: from now), in delivery order, then live ones."""
         return self.events.subscribe(channels, after, **kwargs)
 
-    def worker(self, queue: str, handler: Handler, **kwargs: Any) -> Worker:
-        """A worker for ``queue`` sharing this bus's pool and notifier."""
-        return Worker(self.pool, queue, handler, notifier=self.notifier, **kwargs)
+    def worker(
+        self, queue: str, handler: Handler, config: WorkerConfig | None = None, **overrides: Any
+    ) -> Worker:
+        """A worker for ``queue`` sharing this bus's pool, notifier and the queue's waker.
+
+        ``overrides`` replace fields of ``config`` (default :class:`WorkerConfig`),
+        e.g. ``bus.worker("mail", send, concurrency=4)``.
+        """
+        config = dataclasses.replace(config or WorkerConfig(), **overrides)
+        return Worker(self.pool, queue, handler, config, notifier=self.notifier, waker=self.wakers.get(queue))
 
 
 class _BusContext:

@@ -48,7 +48,7 @@ __all__ = [
 async def _init_connection(conn: Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    if await conn.fetchval("SELECT to_regtype('vector') IS NOT NULL"):
+    if await run(conn, "connection_has_vector"):
         from pgvector.asyncpg import register_vector
 
         await register_vector(conn)

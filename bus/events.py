@@ -10,7 +10,7 @@ row can ever appear before it: delivery is gap-free and duplicate-free, in one
 stable order, across reconnects. The cursor is ``"xid:id"``.
 
 We chose this over the alternatives in DESIGN.md because publishing stays a
-plain ``INSERT`` (any app can do it, and nothing is serialised at commit),
+plain insert (any app can do it, and nothing is serialised at commit),
 and reads are one index range scan. The price is the **stall**: while any
 transaction in the cluster holds an xid (it has written and not finished), or
 a prepared transaction exists, events from transactions that started after it
@@ -30,21 +30,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from bus import db
-from bus.errors import BgError, InvalidArgument
+from bus.errors import CursorExpired, DatabaseError, DatabaseUnavailable, InvalidArgument
 from bus.notifier import Notifier
 from bus.waiting import wait_event
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["BEGINNING", "CursorExpired", "Event", "Events", "parse_cursor"]
+
 BEGINNING = "0:0"
 """The cursor before the oldest retained event."""
 
-
-class CursorExpired(BgError):
-    """The cursor is older than the event retention: reload, then resume from now."""
+EXPIRED_SQLSTATE = "BG410"
+"""What ``bg.events_after`` raises for a cursor older than retention."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +67,6 @@ class Event:
         }
 
 
-def _translate(exc: asyncpg.PostgresError) -> BgError:
-    if exc.sqlstate == "BG410":
-        return CursorExpired(str(exc), hint=getattr(exc, "hint", None))
-    return InvalidArgument(str(exc), hint=getattr(exc, "hint", None))
-
-
 class Events:
     """Publish to and read from ``bg.events``."""
 
@@ -90,10 +83,7 @@ class Events:
         conn: db.Connection | None = None,
     ) -> int:
         """Append one event (inside ``conn``'s transaction if given); returns its id."""
-        try:
-            event_id: int = await db.run(conn or self._pool, "events_publish", channel, payload or {}, source)
-        except asyncpg.InvalidParameterValueError as exc:
-            raise _translate(exc) from exc
+        event_id: int = await db.call(conn or self._pool, "events_publish", channel, payload or {}, source)
         return event_id
 
     async def publish_many(
@@ -101,20 +91,22 @@ class Events:
     ) -> list[int]:
         """Append several ``(channel, payload)`` events in one statement."""
         try:
-            rows = await db.run(
+            rows = await db.call(
                 self._pool,
                 "events_publish_many",
                 [c for c, _ in events],
                 [p or {} for _, p in events],
                 source,
             )
-        except asyncpg.CheckViolationError as exc:
-            raise InvalidArgument(f"invalid channel in batch: {exc}") from exc
+        except InvalidArgument as exc:
+            if exc.__cause__ is None or getattr(exc.__cause__, "constraint_name", None) is None:
+                raise
+            raise InvalidArgument(f"invalid channel in batch: {exc.__cause__}") from exc.__cause__
         return [r["id"] for r in rows]
 
     async def current_cursor(self) -> str:
         """The cursor of the newest deliverable event: "now"."""
-        cursor: str = await db.run(self._pool, "events_current_cursor")
+        cursor: str = await db.call(self._pool, "events_current_cursor")
         return cursor
 
     async def read_after(
@@ -122,18 +114,18 @@ class Events:
     ) -> list[Event]:
         """Up to ``limit`` events after ``cursor``, in delivery order."""
         try:
-            rows = await db.run(
+            rows = await db.call(
                 self._pool, "events_after", cursor, list(channels) if channels else None, limit
             )
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate in ("BG410", "22023"):
-                raise _translate(exc) from exc
+        except DatabaseError as exc:
+            if exc.sqlstate == EXPIRED_SQLSTATE:
+                raise CursorExpired(exc.message, hint=exc.hint) from exc.__cause__
             raise
         return [Event(**dict(r)) for r in rows]
 
     async def prune(self, older_than: timedelta) -> int:
         """Delete events older than ``older_than``; returns how many."""
-        deleted: int = await db.run(self._pool, "events_prune", older_than)
+        deleted: int = await db.call(self._pool, "events_prune", older_than)
         return deleted
 
     async def subscribe(
@@ -161,8 +153,8 @@ class Events:
                 wake.clear()
                 try:
                     found = await self.read_after(cursor, channels, batch)
-                    pending = len(found) < batch and await db.run(self._pool, "events_pending")
-                except db.TRANSIENT_ERRORS as exc:
+                    pending = len(found) < batch and await db.call(self._pool, "events_pending")
+                except DatabaseUnavailable as exc:
                     # The server restarted or the connection broke: the cursor
                     # says where we were, so wait and read again.
                     logger.warning("subscriber: %s; retrying in %.1fs", exc, retry)

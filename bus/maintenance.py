@@ -14,8 +14,12 @@ from datetime import timedelta
 
 from bus import db
 from bus.config import Settings
+from bus.errors import BgError
 
 logger = logging.getLogger(__name__)
+
+_LOOP_ERRORS: tuple[type[BaseException], ...] = (BgError, *db.DB_ERRORS)
+"""What a failed round raises; the loop logs it and tries again next round."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,9 @@ class MaintenanceReport:
 
 async def run_once(pool: db.Pool | db.Connection, settings: Settings) -> MaintenanceReport:
     """Prune old events and finished tasks; fail tasks whose last lease expired."""
-    events = await db.run(pool, "events_prune", timedelta(days=settings.event_retention_days))
-    tasks = await db.run(pool, "queue_prune", timedelta(days=settings.task_retention_days))
-    rescued = await db.run(pool, "queue_rescue")
+    events = await db.call(pool, "events_prune", timedelta(days=settings.event_retention_days))
+    tasks = await db.call(pool, "queue_prune", timedelta(days=settings.task_retention_days))
+    rescued = await db.call(pool, "queue_rescue")
     report = MaintenanceReport(int(events), int(tasks), int(rescued))
     if events or tasks or rescued:
         logger.info(
@@ -45,6 +49,6 @@ async def run_forever(pool: db.Pool, settings: Settings, interval: float = 300.0
     while True:
         try:
             await run_once(pool, settings)
-        except db.DB_ERRORS as exc:
+        except _LOOP_ERRORS as exc:
             logger.warning("maintenance: %s", exc)
         await asyncio.sleep(interval)

@@ -22,6 +22,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import asyncpg
 
@@ -35,10 +36,14 @@ logger = logging.getLogger(__name__)
 _FILENAME = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")
 _REQUIRES = re.compile(r"^--\s*requires-extension:\s*(?P<ext>\w+)\s*$", re.M)
 
-EXTENSION_HINTS = {
-    "vector": "install pgvector on the server (Debian: apt-get install "
-    "postgresql-<major version>-pgvector), then run `bgagents migrate` again",
-}
+_PARAMETER = re.compile(r"\$(\d+)\b")
+
+EXTENSION_HINTS = MappingProxyType(
+    {
+        "vector": "install pgvector on the server (Debian: apt-get install "
+        "postgresql-<major version>-pgvector), then run `bgagents migrate` again",
+    }
+)
 
 
 def extension_hint(ext: str, server_version_num: int | None = None) -> str:
@@ -117,7 +122,7 @@ async def _extension_problem(conn: db.Connection, ext: str) -> str | None:
     try:
         async with conn.transaction():
             # ext comes from our own migration header (matched by \w+), never from input.
-            await conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}"')
+            await conn.execute(await db.run(conn, "extension_create_statement", ext))
     except asyncpg.InsufficientPrivilegeError:
         return (
             f"this user may not create the {ext} extension; ask a superuser to run "
@@ -210,15 +215,24 @@ async def pending_sql(conn: db.Connection, migrations: list[Migration] | None = 
             parts.append(f"-- skipped {m.filename}: {state.reason}")
             continue
         parts.append(f"-- {m.filename}")
-        parts.extend(f'CREATE EXTENSION IF NOT EXISTS "{ext}";' for ext in m.requires)
+        for ext in m.requires:
+            parts.append(await db.run(conn, "extension_create_statement", ext) + ";")
         parts.append("BEGIN;")
         parts.append(m.sql.strip())
-        parts.append(
-            "INSERT INTO bg.schema_migrations (version, name, checksum) "
-            f"VALUES ({m.version}, '{m.name}', '{m.checksum}');"
-        )
+        parts.append(with_literals(db.sql_text("migrate_record"), m.version, m.name, m.checksum))
         parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
+
+
+def _literal(value: int | str) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def with_literals(sql: str, *values: int | str) -> str:
+    """``sql`` with ``$1..$n`` replaced by ``values`` as SQL literals, for a script run by hand."""
+    return _PARAMETER.sub(lambda m: _literal(values[int(m[1]) - 1]), sql)
 
 
 async def is_current(conn: db.Connection) -> bool:

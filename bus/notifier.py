@@ -180,7 +180,7 @@ class Notifier:
         try:
             async with self._conn_lock:
                 await asyncio.wait_for(
-                    self._conn.execute("SELECT pg_notify($1, 'ping')", self._ping_channel),
+                    db.run(self._conn, "notifier_ping", self._ping_channel),
                     timeout=self._ping_timeout,
                 )
             if not await wait_event(self._pong, self._ping_timeout):

@@ -14,21 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from bus import db
-from bus.errors import BgError, InvalidArgument, NotFound
+from bus.errors import InvalidArgument, NotFound, TaskCancelled, TaskFailed
+
+__all__ = ["FINAL", "STATUSES", "Options", "Queue", "TaskCancelled", "TaskFailed", "check_status"]
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
-
-
-class TaskFailed(BgError):
-    """The task failed for good (it is in the dead letter)."""
-
-
-class TaskCancelled(BgError):
-    """The task was cancelled."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +31,6 @@ class Options:
     run_at: datetime | None = None
     max_attempts: int = 5
     timeout: float | None = None
-
-
-def _invalid(exc: asyncpg.PostgresError) -> InvalidArgument:
-    return InvalidArgument(str(exc), hint=getattr(exc, "hint", None))
 
 
 def check_status(status: str | None) -> None:
@@ -73,20 +61,17 @@ class Queue:
         """Add a task; returns its id, or the id of the active task with ``dedupe_key``."""
         if delay is not None:
             run_at = datetime.now().astimezone() + timedelta(seconds=delay)
-        try:
-            task_id: int = await db.run(
-                conn or self._pool,
-                "queue_enqueue",
-                queue,
-                payload if payload is not None else {},
-                priority,
-                run_at,
-                dedupe_key,
-                max_attempts,
-                timeout,
-            )
-        except asyncpg.InvalidParameterValueError as exc:
-            raise _invalid(exc) from exc
+        task_id: int = await db.call(
+            conn or self._pool,
+            "queue_enqueue",
+            queue,
+            payload if payload is not None else {},
+            priority,
+            run_at,
+            dedupe_key,
+            max_attempts,
+            timeout,
+        )
         return task_id
 
     async def enqueue_many(
@@ -110,20 +95,23 @@ class Queue:
         ]
         try:
             if dedupe_keys is None:
-                rows = await db.run(self._pool, "queue_enqueue_many_plain", *args)
+                rows = await db.call(self._pool, "queue_enqueue_many_plain", *args)
             else:
-                rows = await db.run(self._pool, "queue_enqueue_many", *args, list(dedupe_keys))
-        except asyncpg.CheckViolationError as exc:
+                rows = await db.call(self._pool, "queue_enqueue_many", *args, list(dedupe_keys))
+        except InvalidArgument as exc:
+            constraint = getattr(exc.__cause__, "constraint_name", None)
+            if constraint is None:
+                raise
             raise InvalidArgument(
-                f"bad task option for queue {queue!r}: {exc.constraint_name}",
+                f"bad task option for queue {queue!r}: {constraint}",
                 hint="queue names are 1-100 of [A-Za-z0-9_.:-]; priority 0-32767; "
                 "max_attempts 1-1000; timeout > 0",
-            ) from exc
+            ) from exc.__cause__
         return [r["id"] for r in rows]
 
     async def get(self, task_id: int) -> dict[str, Any]:
         """Everything about one task, including its traceback."""
-        row = await db.run(self._pool, "queue_get", task_id)
+        row = await db.call(self._pool, "queue_get", task_id)
         if row is None:
             raise NotFound(f"no task {task_id}")
         return dict(row)
@@ -133,45 +121,36 @@ class Queue:
     ) -> list[dict[str, Any]]:
         """Tasks by queue and status, newest first."""
         check_status(status)
-        return [dict(r) for r in await db.run(self._pool, "queue_list", queue, status, limit)]
+        return [dict(r) for r in await db.call(self._pool, "queue_list", queue, status, limit)]
 
     async def retry(self, task_id: int) -> bool:
         """Put a failed or cancelled task back in its queue."""
-        return bool(await db.run(self._pool, "queue_retry", task_id))
+        return bool(await db.call(self._pool, "queue_retry", task_id))
 
     async def retry_all(self, queue: str | None = None, status: str = "failed") -> int:
         """Re-queue every failed (or cancelled) task of ``queue`` (None: all queues)."""
-        try:
-            return int(await db.run(self._pool, "queue_retry_many", queue, status))
-        except asyncpg.InvalidParameterValueError as exc:
-            raise _invalid(exc) from exc
+        return int(await db.call(self._pool, "queue_retry_many", queue, status))
 
     async def cancel(self, task_id: int) -> str | None:
         """Cancel a task: ``cancelled``, ``cancelling`` (running), its final status, or None."""
-        status: str | None = await db.run(self._pool, "queue_cancel", task_id)
+        status: str | None = await db.call(self._pool, "queue_cancel", task_id)
         return status
 
     async def cancel_all(self, queue: str | None = None, status: str = "queued") -> int:
         """Cancel every queued (or running) task of ``queue`` (None: all queues)."""
-        try:
-            return int(await db.run(self._pool, "queue_cancel_many", queue, status))
-        except asyncpg.InvalidParameterValueError as exc:
-            raise _invalid(exc) from exc
+        return int(await db.call(self._pool, "queue_cancel_many", queue, status))
 
     async def set_limit(self, queue: str, limit: int | None) -> None:
         """Set a global concurrency limit that every worker of ``queue`` respects."""
-        try:
-            await db.run(self._pool, "queue_set_limit", queue, limit)
-        except asyncpg.InvalidParameterValueError as exc:
-            raise _invalid(exc) from exc
+        await db.call(self._pool, "queue_set_limit", queue, limit)
 
     async def stats(self) -> list[dict[str, Any]]:
         """Tasks per queue and status, with the oldest ready task's age."""
-        return [dict(r) for r in await db.run(self._pool, "queue_stats")]
+        return [dict(r) for r in await db.call(self._pool, "queue_stats")]
 
     async def prune(self, older_than: timedelta) -> int:
         """Delete finished tasks older than ``older_than``."""
-        return int(await db.run(self._pool, "queue_prune", older_than))
+        return int(await db.call(self._pool, "queue_prune", older_than))
 
     async def result(self, task_id: int, timeout: float | None = None) -> Any:
         """Wait for a task to finish and return its result.
@@ -181,7 +160,7 @@ class Queue:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.005
         while True:
-            row = await db.run(self._pool, "queue_result", task_id)
+            row = await db.call(self._pool, "queue_result", task_id)
             if row is None:
                 raise NotFound(f"no task {task_id}")
             if row["status"] == "done":

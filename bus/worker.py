@@ -1,18 +1,16 @@
 """Workers: claim tasks in batches, run their handlers, and record the outcome.
 
-A claim (``bg.claim_tasks``) takes up to a batch of runnable tasks with
-``FOR UPDATE SKIP LOCKED`` and gives each a lease. While a handler runs, the
-worker renews its leases; a worker killed with ``kill -9`` stops renewing, its
-leases expire, and the next claim re-claims those tasks, so nothing is lost
-(at-least-once). Completions are batched per worker in a separate statement
-from claims: finishing one batch and claiming the next in one statement can
-deadlock between workers while draining.
+A claim (``bg.claim_tasks``) takes up to a batch of runnable tasks, skipping
+rows that other workers hold locked, and gives each a lease. While a handler
+runs, the worker renews its leases; a worker killed with ``kill -9`` stops
+renewing, its leases expire, and the next claim re-claims those tasks, so
+nothing is lost (at-least-once). Completions are batched per worker in a
+separate statement from claims: finishing one batch and claiming the next in
+one statement can deadlock between workers while draining.
 
-Handlers are ``async def handler(task: Task) -> result`` (plain functions run
-in a thread). The return value is stored as the task's result. A handler that
-raises is retried with exponential backoff and jitter until ``max_attempts``,
-then the task is ``failed`` (the dead letter). Cancellation is cooperative: a
-handler checks ``task.cancel_requested`` or calls ``task.raise_if_cancelled()``.
+A handler that raises is retried with exponential backoff and jitter until
+``max_attempts``, then the task is ``failed`` (the dead letter). What a handler
+sees is in :mod:`bus.task`; how idle workers are woken is in :mod:`bus.waker`.
 """
 
 from __future__ import annotations
@@ -20,221 +18,102 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
-import os
-import random
-import secrets
-import socket
 import time
 import traceback
-import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from bus import db
-from bus.errors import BgError
 from bus.notifier import Notifier
+from bus.task import Cancelled, Handler, Task, backoff_delay, make_worker_id, result_json
 from bus.waiting import wait_event
+from bus.waker import QueueWaker
+
+__all__ = ["Cancelled", "Handler", "Task", "Worker", "WorkerConfig", "backoff_delay"]
 
 logger = logging.getLogger(__name__)
 
-
-class Cancelled(BgError):
-    """The task was cancelled while it ran."""
-
-
-@dataclass
-class Task:
-    """A claimed task, as its handler sees it."""
-
-    id: int
-    queue: str
-    payload: Any
-    priority: int
-    attempt: int
-    max_attempts: int
-    timeout: float | None
-    created_at: datetime
-    _cancel: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-
-    @property
-    def cancel_requested(self) -> bool:
-        """Whether someone asked to cancel this task."""
-        return self._cancel.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        """Raise :class:`Cancelled` if someone asked to cancel this task."""
-        if self._cancel.is_set():
-            raise Cancelled(f"task {self.id} was cancelled")
-
-    async def wait_cancelled(self) -> None:
-        """Return once someone asks to cancel this task."""
-        await self._cancel.wait()
+CANCEL_CHANNEL = "bg_task_cancel"
+"""The channel on which ``bg.cancel_task`` names a running task to stop."""
 
 
-Handler = Callable[[Task], Awaitable[Any]] | Callable[[Task], Any]
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker claims, runs and records tasks. Every field has a working default."""
 
+    concurrency: int = 10
+    """Tasks that run at once in this worker."""
+    batch: int = 10
+    """Most tasks claimed by one query."""
+    lease: float = 30.0
+    """Seconds a claim lasts; renewed every third of it while the handler runs."""
+    poll_interval: float = 2.0
+    """Seconds an idle worker waits before looking in the table without a NOTIFY."""
+    backoff_base: float = 1.0
+    """Seconds before the first retry; doubles with each attempt (jittered)."""
+    backoff_cap: float = 300.0
+    """Longest wait before a retry, in seconds."""
+    worker_id: str | None = None
+    """The name leases are held under (None: ``host:pid:random``)."""
+    gather_delay: float = 0.002
+    """Seconds to let more slots free up, so that claims stay batched."""
+    flush_size: int = 100
+    """Completions recorded by one statement at most."""
+    flush_delay: float = 0.01
+    """Longest wait, in seconds, before recording a completion."""
 
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
-    """Seconds to wait before retry ``attempt`` + 1: exponential, capped, jittered."""
-    return float(min(cap, base * 2 ** max(attempt - 1, 0)) * random.uniform(0.5, 1.0))
-
-
-def make_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-class QueueWaker:
-    """Hands one process's ``bg_tasks`` NOTIFYs for a queue to its idle workers.
-
-    A NOTIFY wakes one idle worker, not all of them: a worker that then claims a
-    full batch wakes the next, so a burst fans out while a trickle doesn't make
-    every worker run an empty claim. It also remembers when the next delayed
-    task is due (``queue@epoch`` notifications and local retries).
-    """
-
-    def __init__(self) -> None:
-        self._idle: list[asyncio.Event] = []
-        self._pending = False
-        self.empty = False  # the last claim found no more ready tasks
-        self.next_due: float | None = None
-
-    def on_notify(self, payload: str) -> None:
-        _, at, due = payload.partition("@")
-        if at:
-            with contextlib.suppress(ValueError):
-                self.note_due(float(due))
-        else:
-            self.wake_one()
-
-    def note_due(self, when: float) -> None:
-        if self.next_due is None or when < self.next_due:
-            self.next_due = when
-            self.wake_all()  # idle workers recompute how long to sleep
-
-    def wake_one(self) -> None:
-        self.empty = False
-        if self._idle:
-            self._idle.pop(0).set()
-        else:
-            self._pending = True
-
-    def wake_all(self) -> None:
-        self.empty = False
-        idle, self._idle = self._idle, []
-        for event in idle:
-            event.set()
-        self._pending = True
-
-    def take_pending(self) -> bool:
-        pending, self._pending = self._pending, False
-        return pending
-
-    def _due_now(self) -> bool:
-        """Whether the next delayed task is due; if so, forget it and look again."""
-        if self.next_due is None or self.next_due > time.time():
-            return False
-        self.next_due = None
-        self.empty = False
-        return True
-
-    async def wait(self, timeout: float) -> bool:
-        """Sleep until woken, or ``timeout`` seconds, or the next due task.
-
-        Returns True when a delayed task fell due (look in the table for the next one).
-        """
-        if self._due_now():
-            return True
-        if self.next_due is not None:
-            timeout = min(timeout, self.next_due - time.time() + 0.001)
-        event = asyncio.Event()
-        self._idle.append(event)
-        try:
-            await wait_event(event, timeout)
-        finally:
-            with contextlib.suppress(ValueError):
-                self._idle.remove(event)
-        return self._due_now()
-
-
-_wakers: weakref.WeakKeyDictionary[Notifier, dict[str, QueueWaker]] = weakref.WeakKeyDictionary()
-
-
-def waker_for(notifier: Notifier | None, queue: str) -> QueueWaker:
-    """The process-wide waker of ``queue`` on ``notifier`` (a private one without)."""
-    if notifier is None:
-        return QueueWaker()
-    by_queue = _wakers.setdefault(notifier, {})
-    if queue not in by_queue:
-        waker = by_queue[queue] = QueueWaker()
-
-        def route(payload: str) -> None:
-            if payload.partition("@")[0] == queue:
-                waker.on_notify(payload)
-
-        notifier.listen("bg_tasks", route)
-        notifier.on_reconnect(waker.wake_all)
-    return by_queue[queue]
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.batch < 1:
+            raise ValueError("concurrency and batch must be at least 1")
 
 
 class Worker:
-    """Runs one queue's tasks with at most ``concurrency`` at a time in this process."""
+    """Runs one queue's tasks with at most ``config.concurrency`` at a time in this process.
+
+    ``waker`` is the queue's shared :class:`QueueWaker` (the :class:`~bus.client.Bus`
+    hands out one per queue). Without one the worker makes its own, fed by
+    ``notifier`` while it runs, or only by polling and due times without a notifier.
+    """
 
     def __init__(
         self,
         pool: db.Pool,
         queue: str,
         handler: Handler,
+        config: WorkerConfig | None = None,
         *,
         notifier: Notifier | None = None,
-        concurrency: int = 10,
-        batch: int = 10,
-        lease: float = 30.0,
-        poll_interval: float = 2.0,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 300.0,
-        worker_id: str | None = None,
-        gather_delay: float = 0.002,
-        flush_size: int = 100,
-        flush_delay: float = 0.01,
+        waker: QueueWaker | None = None,
     ) -> None:
-        if concurrency < 1 or batch < 1:
-            raise ValueError("concurrency and batch must be at least 1")
         self.pool = pool
         self.queue = queue
         self.handler = handler
+        self.config = config or WorkerConfig()
         self.notifier = notifier
-        self.concurrency = concurrency
-        self.batch = batch
-        self.lease = lease
-        self.poll_interval = poll_interval
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.worker_id = worker_id or make_worker_id()
-        self.gather_delay = gather_delay
-        self.flush_size = flush_size
-        self.flush_delay = flush_delay
+        self.worker_id = self.config.worker_id or make_worker_id()
         self.processed = 0
         self._is_async = inspect.iscoroutinefunction(handler)
         self._inflight: dict[int, tuple[Task, asyncio.Task[None]]] = {}
         self._done: list[tuple[int, Any]] = []
         self._done_ready = asyncio.Event()
-        self._waker = waker_for(notifier, queue)
+        self._own_waker = waker is None
+        self._waker = waker or QueueWaker()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._undo: list[Callable[[], None]] = []
+        self._grace = 10.0
+        self._paused = False
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
         """Claim and run tasks until :meth:`stop`; then finish or release in-flight ones."""
+        undo: list[Callable[[], None]] = []
         if self.notifier is not None:
-            self._undo.append(self.notifier.listen("bg_task_cancel", self._on_cancel_notify))
+            undo.append(self.notifier.listen(CANCEL_CHANNEL, self._on_cancel_notify))
+            if self._own_waker:
+                undo.append(self._waker.attach(self.notifier, self.queue))
         helpers = [
             asyncio.create_task(self._flush_loop(), name=f"worker-{self.queue}-flush"),
             asyncio.create_task(self._renew_loop(), name=f"worker-{self.queue}-renew"),
@@ -242,8 +121,8 @@ class Worker:
         try:
             await self._claim_loop()
         finally:
-            for undo in self._undo:
-                undo()
+            for u in undo:
+                u()
             helpers[1].cancel()
             await self._drain_inflight()
             self._stopping.set()
@@ -258,8 +137,6 @@ class Worker:
         self._waker.wake_all()
         self._slot_free.set()
 
-    _grace = 10.0
-
     def pause(self) -> None:
         """Stop claiming new tasks; running ones finish."""
         self._paused = True
@@ -269,28 +146,28 @@ class Worker:
         self._paused = False
         self._waker.wake_all()
 
-    _paused = False
-
     # --- claiming -------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
         look_ahead = True  # ask the table when the next delayed task is due
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._inflight)
+            free = self.config.concurrency - len(self._inflight)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            if free < self.batch and self._inflight and not self._waker.empty:
+            if free < self.config.batch and self._inflight and not self._waker.empty:
                 await self._gather_slots()
-                free = self.concurrency - len(self._inflight)
-            want = min(free, self.batch)
+                free = self.config.concurrency - len(self._inflight)
+            want = min(free, self.config.batch)
             if self._paused or (self._waker.empty and not self._waker.take_pending()):
                 look_ahead = await self._idle()
                 continue
             self._waker.take_pending()
             try:
-                rows = await db.run(self.pool, "queue_claim", self.queue, want, self.worker_id, self.lease)
+                rows = await db.run(
+                    self.pool, "queue_claim", self.queue, want, self.worker_id, self.config.lease
+                )
             except db.DB_ERRORS as exc:
                 logger.warning("worker %s: claim failed: %s", self.queue, exc)
                 await self._sleep(1.0)
@@ -312,8 +189,8 @@ class Worker:
 
         Without this, handlers finishing one by one turn into claims of one task each.
         """
-        deadline = time.monotonic() + self.gather_delay
-        while self.concurrency - len(self._inflight) < self.batch and self._inflight:
+        deadline = time.monotonic() + self.config.gather_delay
+        while self.config.concurrency - len(self._inflight) < self.config.batch and self._inflight:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -334,7 +211,7 @@ class Worker:
         if self._waker.take_pending():
             return False
         began = time.monotonic()
-        sleeper = asyncio.ensure_future(self._waker.wait(self.poll_interval))
+        sleeper = asyncio.ensure_future(self._waker.wait(self.config.poll_interval))
         waits: list[asyncio.Future[Any]] = [sleeper, asyncio.ensure_future(self._stopping.wait())]
         if self._inflight:
             self._slot_free.clear()
@@ -342,7 +219,7 @@ class Worker:
         _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for fut in pending:
             fut.cancel()
-        polled = time.monotonic() - began >= self.poll_interval * 0.99
+        polled = time.monotonic() - began >= self.config.poll_interval * 0.99
         if polled:
             self._waker.empty = False  # look again: leases expire and other apps write rows
         fell_due = sleeper.done() and not sleeper.cancelled() and sleeper.result()
@@ -355,21 +232,12 @@ class Worker:
         with contextlib.suppress(ValueError):
             entry = self._inflight.get(int(payload))
             if entry is not None:
-                entry[0]._cancel.set()
+                entry[0].request_cancel()
 
     # --- running --------------------------------------------------------------------
 
-    def _start(self, row: asyncpg.Record) -> None:
-        task = Task(
-            id=row["id"],
-            queue=row["queue"],
-            payload=row["payload"],
-            priority=row["priority"],
-            attempt=row["attempts"],
-            max_attempts=row["max_attempts"],
-            timeout=row["timeout_s"],
-            created_at=row["created_at"],
-        )
+    def _start(self, row: Any) -> None:
+        task = Task.from_claim(row)
         runner = asyncio.create_task(self._execute(task), name=f"task-{task.id}")
         self._inflight[task.id] = (task, runner)
 
@@ -390,7 +258,7 @@ class Worker:
             await self._fail(task, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         else:
             self._done.append((task.id, result))
-            if len(self._done) == 1 or len(self._done) >= self.flush_size:
+            if len(self._done) == 1 or len(self._done) >= self.config.flush_size:
                 self._done_ready.set()
         finally:
             self._inflight.pop(task.id, None)
@@ -398,7 +266,7 @@ class Worker:
             self._slot_free.set()
 
     async def _fail(self, task: Task, error: str, tb: str, *, cancelled: bool = False) -> None:
-        delay = backoff_delay(task.attempt, self.backoff_base, self.backoff_cap)
+        delay = backoff_delay(task.attempt, self.config.backoff_base, self.config.backoff_cap)
         if not cancelled and task.attempt < task.max_attempts:
             self._waker.note_due(time.time() + delay)
         try:
@@ -431,8 +299,8 @@ class Worker:
         while not self._stopping.is_set():
             await self._done_ready.wait()
             self._done_ready.clear()
-            deadline = time.monotonic() + self.flush_delay
-            while len(self._done) < self.flush_size and not self._stopping.is_set():
+            deadline = time.monotonic() + self.config.flush_delay
+            while len(self._done) < self.config.flush_size and not self._stopping.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -446,7 +314,9 @@ class Worker:
             ids = [task_id for task_id, _ in done]
             results = [result for _, result in done]
             try:
-                await db.run(self.pool, "queue_complete", ids, [_to_json(r) for r in results], self.worker_id)
+                await db.run(
+                    self.pool, "queue_complete", ids, [result_json(r) for r in results], self.worker_id
+                )
             except db.DB_ERRORS as exc:
                 logger.warning(
                     "worker %s: could not record %d completions: %s; retrying", self.queue, len(ids), exc
@@ -458,12 +328,12 @@ class Worker:
 
     async def _renew_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(self.config.lease / 3)
             if not self._inflight:
                 continue
             try:
                 rows = await db.run(
-                    self.pool, "queue_renew", list(self._inflight), self.worker_id, self.lease
+                    self.pool, "queue_renew", list(self._inflight), self.worker_id, self.config.lease
                 )
             except db.DB_ERRORS as exc:
                 logger.warning("worker %s: lease renewal failed: %s", self.queue, exc)
@@ -471,7 +341,7 @@ class Worker:
             for row in rows:
                 entry = self._inflight.get(row["id"])
                 if entry is not None and row["cancel_requested"]:
-                    entry[0]._cancel.set()
+                    entry[0].request_cancel()
 
     async def _drain_inflight(self) -> None:
         if not self._inflight:
@@ -491,11 +361,3 @@ class Worker:
             logger.warning(
                 "worker %s: could not release tasks %s: %s (their leases will expire)", self.queue, ids, exc
             )
-
-
-def _to_json(value: Any) -> str:
-    """A handler's result as JSON text; a result that isn't JSON is stored as its repr."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return json.dumps({"repr": repr(value)})

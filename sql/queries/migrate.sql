@@ -42,3 +42,7 @@ SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1);
 -- name: server_version_num :val
 -- The server's version as a number, e.g. 150018.
 SELECT current_setting('server_version_num')::int;
+
+-- name: extension_create_statement :val
+-- The statement that creates extension $1 if it is missing, with the name quoted by the server.
+SELECT format('CREATE EXTENSION IF NOT EXISTS %I', $1::text);

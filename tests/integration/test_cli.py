@@ -67,6 +67,16 @@ def test_doctor_reports_a_port_taken_by_another_program(db_url: str, cli_env: di
     assert_one_clean_error(result, "web port", "BGAGENTS_PORT")
 
 
+def test_bench_events_runs_in_a_scratch_database(db_url: str, cli_env: dict[str, str]) -> None:
+    import json
+
+    args = ["bench", "events", "--seconds", "1", "--rate", "50", "--publishers", "1", "--json"]
+    result = run(args, {**cli_env, "DATABASE_URL": db_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert figures["events"] == 50 and figures["delivered_per_s"] > 0
+
+
 @pytest.mark.parametrize(
     ("env_update", "needles"),
     [

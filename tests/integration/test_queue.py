@@ -20,7 +20,7 @@ from bus import db, schedules
 from bus.client import Bus
 from bus.errors import InvalidArgument, NotFound
 from bus.queue import Options, TaskCancelled, TaskFailed
-from bus.worker import Task, Worker, backoff_delay
+from bus.worker import Task, Worker, WorkerConfig, backoff_delay
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -259,7 +259,7 @@ async def test_a_worker_without_notifications_wakes_for_a_delayed_task(bus: Bus)
         ran_at.append(datetime.now(UTC))
 
     task_id = await bus.queue.enqueue("later", delay=0.6)
-    async with running(Worker(bus.pool, "later", handler, notifier=None, poll_interval=60)):
+    async with running(Worker(bus.pool, "later", handler, WorkerConfig(poll_interval=60))):
         await eventually(lambda: ran_at, timeout=4, what="the delayed task")
     row = await bus.queue.get(task_id)
     assert row["run_at"] <= ran_at[0] <= row["run_at"] + timedelta(seconds=1)
