@@ -41,7 +41,9 @@ async def names(pool: db.Pool) -> list[str]:
     return [r["metric"] for r in await db.call(pool, "metrics_names")]
 
 
-async def page_series(pool: db.Pool, metric: str, seconds: float, source: str = "host") -> list[tuple[float, float]]:
+async def page_series(
+    pool: db.Pool, metric: str, seconds: float, source: str = "host"
+) -> list[tuple[float, float]]:
     """``(epoch seconds, value)`` of one metric over the last ``seconds``, for a sparkline."""
     return [(r["t"], r["value"]) for r in await db.call(pool, "page_series", metric, seconds, source)]
 

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bus import db
+from bus import health as system
 from web.keys import BROADCASTER, BUS
 
 STATUSES = ("starting", "running", "paused", "stopping", "stopped", "dead")
@@ -52,7 +52,7 @@ async def _families(app: web.Application) -> list[Metric]:
         "Seconds since the instance's last beat",
         labels=["agent", "instance", "host"],
     )
-    for row in await db.run(pool, "prom_agents"):
+    for row in await system.prom_agents(pool):
         ids = [row["name"], row["instance_id"], row["host"]]
         for value in STATUSES:
             status.add_metric([*ids, value], 1.0 if row["status"] == value else 0.0)
@@ -62,20 +62,20 @@ async def _families(app: web.Application) -> list[Metric]:
     alerts = GaugeMetricFamily(
         "bgagents_alerts", "Alerts by state and severity", labels=["state", "severity"]
     )
-    for row in await db.run(pool, "prom_alerts"):
+    for row in await system.prom_alerts(pool):
         alerts.add_metric([row["state"], row["severity"]], float(row["n"]))
     tasks = GaugeMetricFamily("bgagents_tasks", "Tasks by queue and status", labels=["queue", "status"])
     depth = GaugeMetricFamily("bgagents_queue_depth", "Queued tasks per queue", labels=["queue"])
     oldest = GaugeMetricFamily(
         "bgagents_queue_oldest_age_seconds", "Age of the oldest ready queued task", labels=["queue"]
     )
-    for row in await db.run(pool, "prom_queue"):
-        tasks.add_metric([row["queue"], row["status"]], float(row["tasks"]))
-        if row["status"] == "queued":
-            depth.add_metric([row["queue"]], float(row["tasks"]))
-            oldest.add_metric([row["queue"]], row["oldest_ready_s"])
+    for count in await system.queue_counts(pool):
+        tasks.add_metric([count.queue, count.status], float(count.tasks))
+        if count.status == "queued":
+            depth.add_metric([count.queue], float(count.tasks))
+            oldest.add_metric([count.queue], count.oldest_ready_s)
     events = CounterMetricFamily("bgagents_events", "Events published (the newest event id)")
-    events.add_metric([], float(await db.run(pool, "prom_events_total")))
+    events.add_metric([], float(await system.events_total(pool)))
     clients = GaugeMetricFamily("bgagents_sse_clients", "Connected SSE clients in this process")
     clients.add_metric([], float(len(app[BROADCASTER].clients)))
     return [status, health, age, alerts, tasks, depth, oldest, events, clients]

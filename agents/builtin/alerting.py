@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from bus import db
+from bus import alerts
 from bus.client import Bus
 
 logger = logging.getLogger(__name__)
@@ -70,17 +70,16 @@ class AlertBook:
         """Open, fire and resolve alerts so they match ``holding``."""
         inhibited = inhibited or set()
         pool = self.bus.pool
-        open_alerts = {r["fingerprint"]: r for r in await db.run(pool, "alerts_open", list(self.rules))}
-        silences = [dict(r) for r in await db.run(pool, "silences_active")]
+        open_alerts = {r["fingerprint"]: r for r in await alerts.open_alerts(pool, self.rules)}
+        silences = await alerts.active_silences(pool)
         now = datetime.now().astimezone()
         seen = set()
         for cond in holding:
             seen.add(cond.fingerprint)
             alert = open_alerts.get(cond.fingerprint)
             if alert is None:
-                alert = await db.run(
+                alert = await alerts.open_alert(
                     pool,
-                    "alert_open",
                     cond.fingerprint,
                     cond.rule,
                     cond.labels,
@@ -90,26 +89,26 @@ class AlertBook:
                 )
                 logger.info("alert pending: %s %s", cond.rule, cond.labels)
             if alert["state"] == "pending" and now - alert["started_at"] >= timedelta(seconds=cond.hold_for):
-                alert = await db.run(pool, "alert_fire", alert["id"]) or alert
+                alert = await alerts.fire(pool, alert["id"]) or alert
                 logger.warning("alert firing: %s", cond.summary)
                 await self._notify(alert, silences, cond.fingerprint in inhibited)
             elif alert["state"] == "firing" and self._repeat_due(alert, now):
                 await self._notify(alert, silences, cond.fingerprint in inhibited)
         for fp, alert in open_alerts.items():
             if fp not in seen:
-                resolved = await db.run(pool, "alert_resolve", alert["id"])
+                resolved = await alerts.resolve(pool, alert["id"])
                 if resolved is not None and alert["state"] == "firing":
                     logger.info("alert resolved: %s", alert["summary"])
                     await self._notify(resolved, silences, False)
 
-    def _repeat_due(self, alert: Any, now: datetime) -> bool:
+    def _repeat_due(self, alert: dict[str, Any], now: datetime) -> bool:
         acked = alert["acked_at"] is not None and (
             alert["ack_expires_at"] is None or alert["ack_expires_at"] > now
         )
         last = alert["last_notified_at"]
         return not acked and last is not None and now - last >= timedelta(seconds=self.repeat_interval)
 
-    async def _notify(self, alert: Any, silences: list[dict[str, Any]], inhibited: bool) -> None:
+    async def _notify(self, alert: dict[str, Any], silences: list[dict[str, Any]], inhibited: bool) -> None:
         labels = alert["labels"]
         silenced = any(matches(s["matchers"], {**labels, "alertname": alert["rule"]}) for s in silences)
         payload = {
@@ -123,14 +122,14 @@ class AlertBook:
             "inhibited": inhibited,
         }
         await self.bus.publish("alerts", payload, source=self.source)
-        await db.run(self.bus.pool, "alert_notified", alert["id"])
+        await alerts.mark_notified(self.bus.pool, alert["id"])
         if silenced or inhibited or not self.webhook_url:
             return
         task = asyncio.ensure_future(self._post_webhook(alert))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    async def _post_webhook(self, alert: Any) -> None:
+    async def _post_webhook(self, alert: dict[str, Any]) -> None:
         """POST Alertmanager's webhook shape, retrying with backoff."""
         body = {
             "version": "4",

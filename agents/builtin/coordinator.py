@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from agents.runtime.agent import Agent
-from bus import db, maintenance
+from bus import agents as instances
+from bus import maintenance, retention
 
 ROLE = "coordinator"
 
@@ -54,34 +55,34 @@ class AgentCoordinator(Agent):
     async def run_once(self) -> None:
         cfg = self.config
         was = self.leader
-        self.leader = await db.run(self.bus.pool, "lease_take", ROLE, self.instance_id, cfg.lease)
+        self.leader = await instances.take_lease(self.bus.pool, ROLE, self.instance_id, cfg.lease)
         if self.leader != was:
             self.log.info("leader is now %s%s", self.leader, " (this instance)" if self.is_leader else "")
-            await db.run(self.bus.pool, "agent_set_status", self.instance_id, "running", self.status_note())
+            await instances.set_status(self.bus.pool, self.instance_id, "running", self.status_note())
             if self.is_leader:
                 await self.publish("coordinator", {"leader": self.instance_id})
         if not self.is_leader:
             return
-        for row in await db.run(self.bus.pool, "agent_mark_dead", cfg.dead_after):
+        for row in await instances.mark_dead(self.bus.pool, cfg.dead_after):
             self.log.warning("%s on %s stopped beating: marked dead", row["name"], row["host"])
-        await db.run(self.bus.pool, "agent_deregister_dead", cfg.deregister_after)
+        await instances.deregister_dead(self.bus.pool, cfg.deregister_after)
         now = time.monotonic()
         if now - self._last_maintenance >= cfg.maintenance_every:
             self._last_maintenance = now
             await self.maintain()
         if now - self._last_analyze >= cfg.analyze_every:
             self._last_analyze = now
-            await db.run(self.bus.pool, "analyze_hot_tables")
+            await retention.analyze_hot_tables(self.bus.pool)
 
     async def maintain(self) -> None:
         """Retention of every table that grows, and rescue of dead leases."""
         cfg = self.config
         pool = self.bus.pool
         await maintenance.run_once(pool, self.bus.settings)
-        await db.run(pool, "retention_heartbeats", timedelta(days=cfg.heartbeat_retention_days))
-        await db.run(pool, "retention_metrics", timedelta(days=cfg.metrics_retention_days))
-        await db.run(pool, "retention_alerts", timedelta(days=cfg.alert_retention_days))
+        await retention.prune_heartbeats(pool, timedelta(days=cfg.heartbeat_retention_days))
+        await retention.prune_metrics(pool, timedelta(days=cfg.metrics_retention_days))
+        await retention.prune_alerts(pool, timedelta(days=cfg.alert_retention_days))
 
     async def teardown(self) -> None:
         if self.is_leader:  # hand over at once instead of waiting for the lease to expire
-            await db.run(self.bus.pool, "lease_release", ROLE, self.instance_id)
+            await instances.release_lease(self.bus.pool, ROLE, self.instance_id)

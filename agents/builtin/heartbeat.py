@@ -15,11 +15,11 @@ too old, and ``dead_letter_growth`` when tasks keep failing for good.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from agents.builtin.alerting import AlertBook, Condition
 from agents.runtime.agent import Agent
-from bus import db
+from bus import agents as instances
+from bus.health import queue_health
 
 RULES = ("agent_down", "queue_backlog", "dead_letter_growth")
 
@@ -59,14 +59,14 @@ class HeartbeatHealthAgent(Agent):
 
     async def run_once(self) -> None:
         cfg = self.config
-        rows = await db.run(self.bus.pool, "agent_health_inputs")
+        rows = await instances.health_inputs(self.bus.pool)
         by_agent: dict[tuple[str, str], list[str]] = {}
         for row in rows:
             health = judge(
                 row["status"], float(row["beat_age_s"]), row["beat_interval_s"], cfg.grace, cfg.misses
             )
             if health != row["health"]:
-                await db.run(self.bus.pool, "agent_set_health", row["instance_id"], health)
+                await instances.set_health(self.bus.pool, row["instance_id"], health)
                 self.log.info("%s on %s is %s", row["name"], row["host"], health)
             by_agent.setdefault((row["name"], row["host"]), []).append(health)
         holding = [
@@ -86,28 +86,28 @@ class HeartbeatHealthAgent(Agent):
     async def _queue_conditions(self) -> list[Condition]:
         cfg = self.config
         found: list[Condition] = []
-        for row in await db.run(self.bus.pool, "queue_health", 600.0):
-            oldest: Any = row["oldest_s"]
+        for queue in await queue_health(self.bus.pool, 600.0):
+            oldest = queue.oldest_s
             if oldest is not None and oldest > cfg.queue_oldest_s:
                 found.append(
                     Condition(
                         "queue_backlog",
-                        {"queue": row["queue"]},
+                        {"queue": queue.queue},
                         "warning",
-                        f"queue {row['queue']}: oldest ready task waited {oldest:.0f}s",
+                        f"queue {queue.queue}: oldest ready task waited {oldest:.0f}s",
                         cfg.alert_for,
                         float(oldest),
                     )
                 )
-            if row["failed_recent"] >= cfg.dead_letter_growth:
+            if queue.failed_recent >= cfg.dead_letter_growth:
                 found.append(
                     Condition(
                         "dead_letter_growth",
-                        {"queue": row["queue"]},
+                        {"queue": queue.queue},
                         "warning",
-                        f"queue {row['queue']}: {row['failed_recent']} tasks failed for good in 10 minutes",
+                        f"queue {queue.queue}: {queue.failed_recent} tasks failed for good in 10 minutes",
                         cfg.alert_for,
-                        float(row["failed_recent"]),
+                        float(queue.failed_recent),
                     )
                 )
         return found

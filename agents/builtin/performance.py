@@ -16,6 +16,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,9 @@ import psutil
 
 from agents.builtin.alerting import AlertBook, Condition
 from agents.runtime.agent import Agent
-from bus import db
+from bus import agents as instances
+from bus import health, metrics
+from bus.metrics import Sample
 
 RULES = ("threshold", "anomaly")
 
@@ -135,11 +138,9 @@ class PerformanceMonitor(Agent):
 
     async def run_once(self) -> None:
         host_values = sample_host(self._state)
-        host_values["queue.depth"] = await db.run(self.bus.pool, "queue_depth_total")
-        rows: list[tuple[str, str | None, str, float]] = [
-            ("host", None, metric, value) for metric, value in host_values.items()
-        ]
-        agents = await db.run(self.bus.pool, "agents_on_host", self.host)
+        host_values["queue.depth"] = await health.queue_depth_total(self.bus.pool)
+        rows: list[Sample] = [Sample("host", None, metric, value) for metric, value in host_values.items()]
+        agents = await instances.on_host(self.bus.pool, self.host)
         for agent in agents:
             proc = self._process(agent["pid"])
             if proc is None:
@@ -147,10 +148,12 @@ class PerformanceMonitor(Agent):
             try:
                 with proc.oneshot():
                     rows.append(
-                        (agent["name"], agent["instance_id"], "agent.cpu_percent", proc.cpu_percent(None))
+                        Sample(
+                            agent["name"], agent["instance_id"], "agent.cpu_percent", proc.cpu_percent(None)
+                        )
                     )
                     rows.append(
-                        (
+                        Sample(
                             agent["name"],
                             agent["instance_id"],
                             "agent.rss_bytes",
@@ -159,15 +162,7 @@ class PerformanceMonitor(Agent):
                     )
             except psutil.Error:
                 self._processes.pop(agent["pid"], None)
-        await db.run(
-            self.bus.pool,
-            "metrics_insert",
-            self.host,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [r[3] for r in rows],
-        )
+        await metrics.insert(self.bus.pool, self.host, rows)
         holding = self._conditions(rows)
         down = await self._down_agents()
         inhibited = {c.fingerprint for c in holding if c.labels.get("agent") in down}
@@ -184,7 +179,7 @@ class PerformanceMonitor(Agent):
             self._processes[pid] = proc
         return proc
 
-    def _conditions(self, rows: list[tuple[str, str | None, str, float]]) -> list[Condition]:
+    def _conditions(self, rows: Sequence[tuple[str, str | None, str, float]]) -> list[Condition]:
         cfg = self.config
         anomaly = cfg.anomaly
         found: list[Condition] = []
@@ -226,4 +221,4 @@ class PerformanceMonitor(Agent):
         return found
 
     async def _down_agents(self) -> set[str]:
-        return {r["name"] for r in await db.run(self.bus.pool, "agent_status_all") if r["health"] == "down"}
+        return {r["name"] for r in await instances.status_list(self.bus.pool) if r["health"] == "down"}

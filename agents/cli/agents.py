@@ -14,10 +14,11 @@ from agents.cli.webserver import start_web
 from agents.runtime.agent import load_config
 from agents.runtime.registry import builtin_agents, resolve
 from agents.runtime.supervisor import Supervisor
-from bus import db, migrate
+from bus import agents as instances
+from bus import health, migrate
 from bus.client import Bus
 from bus.config import Settings
-from bus.errors import SchemaNotReady
+from bus.server import describe, resolve_url
 
 
 async def run_agents(settings: Settings, specs: list[str], announce: str | None = None) -> None:
@@ -25,9 +26,7 @@ async def run_agents(settings: Settings, specs: list[str], announce: str | None 
     classes = [resolve(spec) for spec in specs]
     configs = [load_config(cls, settings.monitoring_file) for cls in classes]
     async with Bus.connect(settings) as bus:
-        async with db.connection(settings) as conn:
-            if not await migrate.is_current(conn):
-                raise SchemaNotReady("the database schema is not current")
+        await migrate.require_current(settings)
         supervisor = Supervisor(bus, [cls(bus, cfg) for cls, cfg in zip(classes, configs, strict=True)])
         supervisor.install_signal_handlers()
         if announce:
@@ -51,7 +50,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     async def go() -> dict[str, Any]:
         async with Bus.connect(settings_of(ctx), listen=False) as bus:
-            return await bus.state.get_system_health()
+            return await health.system_summary(bus.pool)
 
     report = asyncio.run(go())
     if as_json:
@@ -90,8 +89,7 @@ def agent(ctx: click.Context, name: str, command: str) -> None:
 
     async def go() -> int:
         async with Bus.connect(settings_of(ctx), listen=False) as bus:
-            count: int = await db.run(bus.pool, "agent_command", name, command)
-            return count
+            return await instances.command(bus.pool, name, command)
 
     count = asyncio.run(go())
     click.echo(f"{command} sent to {count} instance(s) of {name}")
@@ -106,11 +104,10 @@ def up(ctx: click.Context, extra: tuple[str, ...], no_web: bool) -> None:
     settings = settings_of(ctx)
 
     async def go() -> None:
-        async with db.connection(settings) as conn:
-            report = await migrate.migrate(conn)
-            for m, reason in report.skipped:
-                click.echo(f"note: skipped {m.filename}: {reason}", err=True)
-        where = "embedded PostgreSQL" if settings.uses_embedded else db.describe(db.resolve_url(settings))
+        report = await migrate.apply(settings)
+        for m, reason in report.skipped:
+            click.echo(f"note: skipped {m.filename}: {reason}", err=True)
+        where = "embedded PostgreSQL" if settings.uses_embedded else describe(resolve_url(settings))
         names = [*builtin_agents(), *extra]
         runner = None if no_web else await start_web(settings)
         dashboard = "" if no_web else f"\n  Dashboard: http://{settings.host}:{settings.port}/"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -14,9 +13,10 @@ import click
 
 from agents.cli.doctor import print_checks
 from agents.cli.root import fail, run_coroutine, settings_of
-from bus import db, embedded, migrate
+from bus import embedded, health, migrate
+from bus.client import Bus
 from bus.config import Settings, load_settings
-from bus.state import SharedState
+from bus.server import resolve_url
 
 
 @click.command("migrate")
@@ -28,24 +28,23 @@ def migrate_cmd(ctx: click.Context, show_status: bool, show_sql: bool) -> None:
     settings = settings_of(ctx)
 
     async def go() -> None:
-        async with db.connection(settings) as conn:
-            if show_sql:
-                click.echo(await migrate.pending_sql(conn), nl=False)
-                return
-            if show_status:
-                for s in await migrate.status(conn):
-                    extra = f"  ({s.reason})" if s.reason else ""
-                    click.echo(f"{s.state:<12} {s.migration.filename}{extra}")
-                return
-            report = await migrate.migrate(conn)
-            for m in report.applied:
-                click.echo(f"applied  {m.filename}")
-            for m, reason in report.skipped:
-                click.echo(f"skipped  {m.filename}: {reason}")
-            click.echo(
-                f"schema is current: {len(report.applied)} applied now, "
-                f"{report.already} before, {len(report.skipped)} skipped"
-            )
+        if show_sql:
+            click.echo(await migrate.pending_sql_of(settings), nl=False)
+            return
+        if show_status:
+            for s in await migrate.status_of(settings):
+                extra = f"  ({s.reason})" if s.reason else ""
+                click.echo(f"{s.state:<12} {s.migration.filename}{extra}")
+            return
+        report = await migrate.apply(settings)
+        for m in report.applied:
+            click.echo(f"applied  {m.filename}")
+        for m, reason in report.skipped:
+            click.echo(f"skipped  {m.filename}: {reason}")
+        click.echo(
+            f"schema is current: {len(report.applied)} applied now, "
+            f"{report.already} before, {len(report.skipped)} skipped"
+        )
 
     run_coroutine(go())
 
@@ -72,9 +71,8 @@ def setup(ctx: click.Context, yes: bool, database_url: str | None, env_file: str
     click.echo(f"wrote {env_file} ({'DATABASE_URL' if url else 'embedded server'})")
 
     async def go() -> None:
-        async with db.connection(settings) as conn:
-            report = await migrate.migrate(conn)
-            click.echo(f"migrated: {len(report.applied)} applied, {len(report.skipped)} skipped")
+        report = await migrate.apply(settings)
+        click.echo(f"migrated: {len(report.applied)} applied, {len(report.skipped)} skipped")
 
     run_coroutine(go())
     if not print_checks(settings):
@@ -98,7 +96,7 @@ def db_group() -> None:
 @click.pass_context
 def db_url(ctx: click.Context) -> None:
     """Print the connection URL, starting the embedded server if needed."""
-    click.echo(db.resolve_url(settings_of(ctx)))
+    click.echo(resolve_url(settings_of(ctx)))
 
 
 @db_group.command("start")
@@ -128,7 +126,7 @@ def db_stop(ctx: click.Context) -> None:
 def db_psql(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
     """Open psql on the database (extra arguments go to psql)."""
     settings = settings_of(ctx)
-    url = db.resolve_url(settings)
+    url = resolve_url(settings)
     psql = None
     if settings.uses_embedded:
         candidate = embedded.bin_dir() / "psql"
@@ -152,11 +150,8 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     settings = settings_of(ctx)
 
     async def go() -> dict[str, Any]:
-        async with db.connection(settings) as conn:
-            state = SharedState(conn)
-            await state.get_statistics()
-            await asyncio.sleep(1)
-            return await state.get_statistics()
+        async with Bus.connect(settings, listen=False) as bus:
+            return await health.statistics(bus.pool)
 
     figures = run_coroutine(go())
     if as_json:

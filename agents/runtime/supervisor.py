@@ -24,8 +24,9 @@ import psutil
 
 from agents.runtime.agent import Agent
 from agents.runtime.signals import on_stop_signal
-from bus import db
+from bus import agents as instances
 from bus.client import Bus
+from bus.errors import DatabaseError
 from bus.waiting import wait_event
 from bus.worker import Worker
 
@@ -60,12 +61,11 @@ class AgentRunner:
     async def _set_status(self, status: str) -> None:
         self.status = status
         self._note_sent = self.agent.status_note()
-        await db.run(self.bus.pool, "agent_set_status", self.instance_id, status, self._note_sent)
+        await instances.set_status(self.bus.pool, self.instance_id, status, self._note_sent)
 
     async def _register(self) -> None:
-        await db.run(
+        await instances.register(
             self.bus.pool,
-            "agent_register",
             self.instance_id,
             self.agent.name,
             self.agent.kind,
@@ -133,7 +133,7 @@ class AgentRunner:
             cpu = self._process.cpu_percent(None)
             rss = self._process.memory_info().rss
             try:
-                desired = await db.run(self.bus.pool, "agent_beat", self.instance_id, self.seq, cpu, rss)
+                desired = await instances.beat(self.bus.pool, self.instance_id, self.seq, cpu, rss)
                 if desired is None:  # deregistered while we were away: register again
                     await self._register()
                     await self._set_status("paused" if not self._resume.is_set() else "running")
@@ -141,7 +141,7 @@ class AgentRunner:
                     await self._obey(desired)
                     if self.agent.status_note() != self._note_sent:  # e.g. "backing off ..."
                         await self._set_status(self.status)
-            except db.DB_ERRORS as exc:
+            except DatabaseError as exc:
                 logger.warning("%s: heartbeat failed: %s", self.agent.name, exc)
             await asyncio.sleep(self.agent.config.heartbeat_interval)
 

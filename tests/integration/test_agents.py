@@ -447,14 +447,15 @@ async def _insert_running(conn: asyncpg.Connection, name: str) -> None:
 
 
 async def test_agent_command_rejects_an_unknown_agent_or_command_in_sql(conn: asyncpg.Connection) -> None:
-    with pytest.raises(asyncpg.InvalidParameterValueError) as nobody:
+    # "no running agent" is no_data_found, told apart from a bad argument by its SQLSTATE
+    with pytest.raises(asyncpg.NoDataFoundError) as nobody:
         await conn.fetchval("select bg.agent_command('performance', 'pause')")
     assert "no running agent named 'performance'" in str(nobody.value)
     assert nobody.value.hint == "running agents: none"
 
     await _insert_running(conn, "performance")
     await _insert_running(conn, "heartbeat")
-    with pytest.raises(asyncpg.InvalidParameterValueError) as unknown_agent:
+    with pytest.raises(asyncpg.NoDataFoundError) as unknown_agent:
         await conn.fetchval("select bg.agent_command('perfromance', 'pause')")
     assert "no running agent named 'perfromance'" in str(unknown_agent.value)
     assert unknown_agent.value.hint == "running agents: heartbeat, performance"

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bus.config import load_settings
-from bus.errors import ConfigError
+from bus.errors import (
+    BgError,
+    ConfigError,
+    ConflictError,
+    DatabaseError,
+    DatabaseUnavailable,
+    FeatureUnavailable,
+    InvalidArgument,
+    NotFound,
+    SchemaNotReady,
+)
+from web.api.common import error_middleware
 from web.app import check_bind
 
 
@@ -128,6 +142,83 @@ async def test_acknowledge_filter_and_silence_alerts(client: TestClient, db_url:
     assert (await client.delete(f"/api/silences/{silence_id}")).status == 200
     assert (await client.delete(f"/api/silences/{silence_id}")).status == 404
     assert (await client.post("/api/silences", json={"matchers": {}})).status == 400
+
+
+async def _alerts(db_url: str, prefix: str, count: int, age_s: float, *, acked: bool, agent: str) -> None:
+    """``count`` firing alerts that started about ``age_s`` seconds ago, acknowledged or not."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            "insert into bg.alerts (fingerprint, rule, labels, severity, summary, state, fired_at, "
+            "started_at, acked_by, acked_at, ack_expires_at) "
+            "select $1 || n, 'threshold', jsonb_build_object('agent', $5::text), 'warning', 'x', "
+            "'firing', now(), now() - make_interval(secs => $3 + n), "
+            "case when $4 then 'ops' end, case when $4 then now() end, "
+            "case when $4 then now() + interval '1 hour' end "
+            "from generate_series(1, $2) as n",
+            prefix,
+            count,
+            age_s,
+            acked,
+            agent,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_acked_filter_applies_before_the_limit(client: TestClient, db_url: str) -> None:
+    """Until the filters moved into SQL, web applied them after SQL's LIMIT: here the newest
+    three alerts are acknowledged, so ``?acked=false&limit=3`` came back empty."""
+    await _alerts(db_url, "old-", 5, 600, acked=False, agent="a")
+    await _alerts(db_url, "new-", 4, 0, acked=True, agent="a")
+    found = (await (await client.get("/api/alerts?acked=false&limit=3")).json())["alerts"]
+    assert len(found) == 3
+    assert all(a["acked"] is False and a["fingerprint"].startswith("old-") for a in found)
+    found = (await (await client.get("/api/alerts?acked=true&limit=3")).json())["alerts"]
+    assert len(found) == 3
+    assert all(a["acked"] is True for a in found)
+
+
+async def test_silenced_filter_applies_before_the_limit(client: TestClient, db_url: str) -> None:
+    await _alerts(db_url, "loud-", 5, 600, acked=False, agent="loud")
+    await _alerts(db_url, "muted-", 4, 0, acked=False, agent="muted")
+    created = await client.post("/api/silences", json={"matchers": {"agent": "muted"}, "duration": 600})
+    assert created.status == 201
+    found = (await (await client.get("/api/alerts?silenced=false&limit=3")).json())["alerts"]
+    assert len(found) == 3
+    assert all(a["silenced"] is False and a["labels"] == {"agent": "loud"} for a in found)
+    found = (await (await client.get("/api/alerts?silenced=true&state=firing&limit=2")).json())["alerts"]
+    assert len(found) == 2
+    assert all(a["silenced"] is True for a in found)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidArgument("bad value", hint="fix it"), 400),
+        (NotFound("no such thing", hint="look elsewhere"), 404),
+        (ConflictError("changed since read", hint="read it again"), 409),
+        (DatabaseUnavailable("server restarting", hint="retry"), 503),
+        (SchemaNotReady("no schema"), 503),
+        (FeatureUnavailable("no pgvector", hint="install it"), 503),
+        (DatabaseError("refused", hint="see the log"), 503),
+        (BgError("something else", hint="hmm"), 503),
+    ],
+)
+async def test_error_middleware_maps_error_types_to_statuses(
+    aiohttp_client: Any, error: BgError, status: int
+) -> None:
+    """No endpoint raises ConflictError yet, so a tiny app checks the middleware's whole mapping."""
+
+    async def fails(request: web.Request) -> web.Response:
+        raise error
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/fails", fails, name="fails")
+    client: TestClient = await aiohttp_client(app)
+    resp = await client.get("/fails")
+    assert resp.status == status
+    assert await resp.json() == {"error": error.message, "hint": error.hint}
 
 
 async def test_agent_command(client: TestClient, db_url: str) -> None:

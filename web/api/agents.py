@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncpg
 from aiohttp import web
 
-from bus import db
-from bus.errors import NotFound
+from bus import agents as instances
+from bus import health as system
 from web.api.common import (
     BadParameter,
     body,
@@ -23,25 +22,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def agents_status(request: web.Request) -> web.Response:
-    rows = await db.run(request.app[BUS].pool, "agent_status_all")
+    rows = await instances.status_list(request.app[BUS].pool)
     return reply({"agents": [jsonable(r) for r in rows]})
 
 
 async def health(request: web.Request) -> web.Response:
-    report = await request.app[BUS].state.get_system_health()
+    report = await system.system_summary(request.app[BUS].pool)
     return reply(report, 200 if report["healthy"] else 503)
 
 
 async def agent_command(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     data = await body(request)
-    command = choice(data.get("command"), "command", ("pause", "resume", "stop", "restart"))
+    command = choice(data.get("command"), "command", instances.COMMANDS)
     if command is None:
         raise BadParameter("parameter 'command' is required: pause, resume, stop or restart")
-    try:
-        count = await db.run(request.app[BUS].pool, "agent_command", name, command)
-    except asyncpg.InvalidParameterValueError as exc:
-        if "no running agent" in str(exc):
-            raise NotFound(str(exc), hint=getattr(exc, "hint", None)) from exc
-        raise
+    count = await instances.command(request.app[BUS].pool, name, command)  # NotFound: 404
     return reply({"agent": name, "command": command, "instances": count})

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bus import db
-from bus.errors import NotFound
+from bus import alerts as book
 from web.api.common import (
     BadParameter,
     body,
@@ -21,17 +20,12 @@ from web.security import USER
 
 
 async def alerts(request: web.Request) -> web.Response:
-    state = choice(request.query.get("state"), "state", ("pending", "firing", "resolved"))
+    state = choice(request.query.get("state"), "state", book.STATES)
     acked = bool_param(request.query.get("acked"), "acked")
     silenced = bool_param(request.query.get("silenced"), "silenced")
     limit = int_param(request, "limit", 200, 1, 5000)
-    rows = [jsonable(r) for r in await db.run(request.app[BUS].pool, "alerts_filtered", state, limit)]
-    rows = [
-        r
-        for r in rows
-        if (acked is None or r["acked"] == acked) and (silenced is None or r["silenced"] == silenced)
-    ]
-    return reply({"alerts": rows})
+    rows = await book.list_alerts(request.app[BUS].pool, state, acked=acked, silenced=silenced, limit=limit)
+    return reply({"alerts": [jsonable(r) for r in rows]})
 
 
 async def ack_alert(request: web.Request) -> web.Response:
@@ -49,17 +43,13 @@ async def ack_alert(request: web.Request) -> web.Response:
     if not 0 < expires_in <= 30 * 86400:
         raise BadParameter("parameter 'expires_in' must be between 1 second and 30 days")
     who = str(data.get("by") or request.get(USER) or "web")
-    row = await db.run(request.app[BUS].pool, "alert_ack", alert_id, who, comment, expires_in)
-    if row is None:
-        if await db.run(request.app[BUS].pool, "alert_get", alert_id) is None:
-            raise NotFound(f"no alert {alert_id}")
-        raise BadParameter(f"alert {alert_id} is resolved; there is nothing to acknowledge")
+    row = await book.ack(request.app[BUS].pool, alert_id, who, comment, expires_in)  # 404 or 400
     await request.app[BUS].publish("alerts", {"id": alert_id, "acked_by": who, "state": row["state"]})
     return reply({"alert": jsonable(row)})
 
 
 async def silences(request: web.Request) -> web.Response:
-    rows = await db.run(request.app[BUS].pool, "silences_list")
+    rows = await book.list_silences(request.app[BUS].pool)
     return reply({"silences": [jsonable(r) for r in rows]})
 
 
@@ -79,9 +69,8 @@ async def add_silence(request: web.Request) -> web.Response:
         raise BadParameter("parameter 'duration' must be seconds") from None
     if not 0 < duration <= 90 * 86400:
         raise BadParameter("parameter 'duration' must be between 1 second and 90 days")
-    silence_id = await db.run(
+    silence_id = await book.add_silence(
         request.app[BUS].pool,
-        "silence_add",
         matchers,
         str(data.get("by") or "web"),
         str(data.get("comment", "")),
@@ -93,7 +82,6 @@ async def add_silence(request: web.Request) -> web.Response:
 
 async def delete_silence(request: web.Request) -> web.Response:
     silence_id = path_id(request)
-    if not await db.run(request.app[BUS].pool, "silence_expire", silence_id):
-        raise NotFound(f"no active silence {silence_id}")
+    await book.expire_silence(request.app[BUS].pool, silence_id)  # NotFound: 404
     await request.app[BUS].publish("alerts", {"silence": silence_id, "ended": True})
     return reply({"id": silence_id, "ended": True})

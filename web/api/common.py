@@ -13,11 +13,18 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
-from bus import db
-from bus.errors import BgError, InvalidArgument, NotFound
+from bus.errors import (
+    BgError,
+    ConflictError,
+    DatabaseUnavailable,
+    FeatureUnavailable,
+    InvalidArgument,
+    NotFound,
+    SchemaNotReady,
+    from_driver,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,25 @@ def json_error(status: int, reason: str, hint: str | None = None) -> web.Respons
     return web.json_response(body, status=status)
 
 
+STATUSES: tuple[tuple[type[BgError], int], ...] = (
+    (InvalidArgument, 400),
+    (NotFound, 404),
+    (ConflictError, 409),
+    (DatabaseUnavailable, 503),
+    (SchemaNotReady, 503),
+    (FeatureUnavailable, 503),
+)
+"""The HTTP status of each error type, first match wins; any other :class:`BgError` is a 503."""
+
+
+def status_of(exc: BgError) -> int:
+    """The HTTP status for one of our errors."""
+    for kind, status in STATUSES:
+        if isinstance(exc, kind):
+            return status
+    return 503
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map our errors to JSON with a status; log the unexpected ones."""
@@ -44,20 +70,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return json_error(exc.status, exc.reason)
-    except NotFound as exc:
-        return json_error(404, exc.message, exc.hint)
-    except InvalidArgument as exc:
-        return json_error(400, exc.message, exc.hint)
-    except asyncpg.InvalidParameterValueError as exc:
-        return json_error(400, str(exc), getattr(exc, "hint", None))
     except BgError as exc:
-        return json_error(503, exc.message, exc.hint)
-    except db.TRANSIENT_ERRORS as exc:
-        logger.warning("%s %s: database unavailable: %s", request.method, request.path, exc)
-        return json_error(503, "the database is unavailable", "retry shortly")
-    except Exception:
+        return _bg_error(request, exc)
+    except Exception as exc:
+        translated = from_driver(exc)  # a driver error that escaped the domain services
+        if translated is not None:
+            return _bg_error(request, translated)
         logger.exception("%s %s failed", request.method, request.path)
         return json_error(500, "internal error; see the server log")
+
+
+def _bg_error(request: web.Request, exc: BgError) -> web.Response:
+    status = status_of(exc)
+    if status >= 500:
+        logger.warning("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
+    return json_error(status, exc.message, exc.hint)
 
 
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from bus import db
+from bus import metrics as samples
 from web.api.common import (
     BadParameter,
     int_param,
@@ -20,8 +20,7 @@ async def metrics(request: web.Request) -> web.Response:
     metric = request.query.get("metric")
     pool = request.app[BUS].pool
     if not metric:
-        names = [r["metric"] for r in await db.run(pool, "metrics_names")]
-        return reply({"metrics": names})
+        return reply({"metrics": await samples.names(pool)})
     since_raw = request.query.get("since", "3600")
     try:
         since = datetime.now().astimezone() - timedelta(seconds=float(since_raw))
@@ -31,5 +30,5 @@ async def metrics(request: web.Request) -> web.Response:
         except ValueError:
             raise BadParameter("parameter 'since' must be seconds ago or an ISO time") from None
     limit = int_param(request, "limit", 5000, 1, 100000)
-    rows = await db.run(pool, "metrics_series", metric, since, limit)
+    rows = await samples.series(pool, metric, since, limit)
     return reply({"metric": metric, "samples": [jsonable(r) for r in rows]})
