@@ -73,22 +73,6 @@ class CursorExpired(BgError):
     """The cursor is older than the event retention: reload, then resume from now."""
 
 
-class Cancelled(BgError):
-    """The task was cancelled while it ran."""
-
-
-class TaskFailed(BgError):
-    """The task failed for good (it is in the dead letter)."""
-
-
-class TaskCancelled(BgError):
-    """The task was cancelled."""
-
-
-class CursorExpired(BgError):
-    """The cursor is older than the event retention: reload, then resume from now."""
-
-
 class InvalidArgument(BgError):
     """An argument has a bad value."""
 
