@@ -49,6 +49,13 @@ class FeatureUnavailable(BgError):
     """An optional feature is not available on this server."""
 
 
+class AIHelpNotRunning(FeatureUnavailable):
+    """The ai-help agent is not running."""
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or "start it with `bgagents up` or `bgagents run ai-help`")
+
+
 class ConflictError(BgError):
     """The value changed since it was read."""
 

@@ -130,11 +130,6 @@ async def _transaction(pool: db.Pool | db.Connection) -> AsyncIterator[db.Connec
         yield conn
 
 
-async def available(pool: db.Pool | db.Connection) -> bool:
-    """Whether the knowledge base tables exist (the pgvector migration ran)."""
-    return bool(await db.call(pool, "knowledge_ready"))
-
-
 async def document(pool: db.Pool | db.Connection, source: str) -> Document | None:
     """The document ingested from ``source``, or None."""
     async with _tables(pool):

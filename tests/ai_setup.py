@@ -13,6 +13,7 @@ from agents.ai import knowledge
 from agents.ai.embedders import HashingEmbedder
 from agents.builtin.ai_help import AIHelpAgent
 from agents.runtime.supervisor import Supervisor
+from bus import ai
 from bus.client import Bus
 from bus.config import Settings
 
@@ -23,7 +24,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 async def ai_help_running(settings: Settings, *, agent: bool = True) -> AsyncIterator[Bus]:
     """Skip without pgvector; otherwise ingest the README (hashing embedder) and run ai-help."""
     async with Bus.connect(settings) as bus:
-        if not await bus.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
+        if not await ai.knowledge_ready(bus.pool):
             pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
         await knowledge.ingest(bus.pool, HashingEmbedder(), [README])
         if not agent:
@@ -33,9 +34,7 @@ async def ai_help_running(settings: Settings, *, agent: bool = True) -> AsyncIte
         running = asyncio.create_task(supervisor.run())
         try:
             deadline = asyncio.get_running_loop().time() + 15
-            while not await bus.pool.fetchval(
-                "select exists (select 1 from bg.agents where name = 'ai-help' and status = 'running')"
-            ):
+            while not await ai.is_ai_help_running(bus.pool):
                 assert asyncio.get_running_loop().time() < deadline, "ai-help never started"
                 await asyncio.sleep(0.05)
             yield bus

@@ -18,10 +18,11 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bus import db
+from bus import ai, db
+from bus import knowledge as knowledge_base
+from bus import reports as report_book
 from bus.errors import BgError
 from bus.queue import STATUSES
-from web.api.ai import ai_help_running
 from web.api.common import BadParameter, choice, path_id
 from web.charts import sparkline
 from web.keys import BUS, SETTINGS
@@ -116,10 +117,10 @@ async def heartbeats_context(request: web.Request) -> Context:
 
 async def report_context(request: web.Request) -> Context:
     try:
-        row = await db.run(request.app[BUS].pool, "report_latest")
-    except db.DB_ERRORS:
+        row = await report_book.latest(request.app[BUS].pool)
+    except BgError:  # the database is away or the schema not ready: no report panel
         row = None
-    return {"report_row": dict(row) if row else None}
+    return {"report_row": row}
 
 
 async def ask(request: web.Request) -> web.Response:
@@ -130,10 +131,12 @@ async def ask(request: web.Request) -> web.Response:
     context: Context = {"question": question, "answer": None, "error": None}
     if not question:
         context["error"] = "Ask a question first."
-    elif not await ai_help_running(bus):
+    elif not await ai.is_ai_help_running(bus.pool):
         context["error"] = "The ai-help agent is not running (start it with bgagents up)."
     else:
-        task_id = await bus.queue.enqueue("ai.ask", {"question": question}, max_attempts=2, timeout=120)
+        task_id = await bus.queue.enqueue(
+            ai.ASK_QUEUE, ai.AskRequest(question).to_dict(), max_attempts=2, timeout=120
+        )
         try:
             context["answer"] = await bus.queue.result(task_id, timeout=120)
         except (TimeoutError, BgError) as exc:
@@ -188,8 +191,8 @@ async def source_page(request: web.Request) -> web.Response:
     if not source:
         raise BadParameter("parameter 'source' is required")
     try:
-        chunks = [dict(r) for r in await db.run(request.app[BUS].pool, "rag_source_chunks", source)]
-    except db.DB_ERRORS:
+        chunks = await knowledge_base.source_chunks(request.app[BUS].pool, source)
+    except BgError:
         chunks = []
     if not chunks:
         raise web.HTTPNotFound(reason=f"no ingested source {source!r}")

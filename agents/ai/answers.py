@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents.ai.knowledge import Hit
+from bus.knowledge import Hit
 
 SYSTEM = (
     "You answer questions about a running Background Agents system. Use only the numbered "

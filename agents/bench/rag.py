@@ -25,6 +25,8 @@ from agents.ai import knowledge
 from agents.ai.embedders import Embedder, HashingEmbedder, make_embedder
 from agents.bench.common import bench, bench_database, percentile
 from agents.cli.root import settings_of
+from bus import ai
+from bus import knowledge as store
 from bus.client import Bus
 from bus.errors import BgError
 
@@ -36,7 +38,7 @@ def _matches(hit: knowledge.Hit, case: dict[str, str]) -> bool:
 
 
 async def evaluate(bus: Bus, embedder: Embedder, files: list[Path]) -> dict[str, float]:
-    await bus.pool.execute("DELETE FROM bg.documents")
+    await store.clear(bus.pool)
     await knowledge.ingest(bus.pool, embedder, files)
     cases = json.loads(EVAL_FILE.read_text())
     ranks: list[int | None] = []
@@ -70,40 +72,17 @@ async def synthetic(bus: Bus, n: int, queries: int = 200) -> dict[str, float]:
     words = _vocabulary()
     weights = [1 / (rank + 1) ** 1.1 for rank in range(len(words))]  # Zipf, as in natural text
     pool = bus.pool
-    await pool.execute("DELETE FROM bg.documents")
-    doc = await pool.fetchval(
-        "INSERT INTO bg.documents (source, content_sha256) VALUES ('synthetic', '') RETURNING id"
-    )
+    await store.clear(pool)
     model = "all-MiniLM-L6-v2"
     # Loading is faster without the HNSW index; it is rebuilt once, as a bulk load would.
-    await pool.execute("DROP INDEX IF EXISTS bg.document_chunks_minilm")
+    await store.drop_minilm_index(pool)
     for start in range(0, n, 5000):
         size = min(5000, n - start)
         vectors = rng.standard_normal((size, 384)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         texts = [" ".join(random.choices(words, weights, k=60)) for _ in range(size)]
-        await pool.copy_records_to_table(
-            "document_chunks",
-            schema_name="bg",
-            columns=[
-                "document",
-                "seq",
-                "heading",
-                "content",
-                "content_sha256",
-                "embedding",
-                "embedding_model",
-            ],
-            records=[(doc, start + i, "synthetic", texts[i], "", vectors[i], model) for i in range(size)],
-        )
-    async with pool.acquire() as conn:
-        await conn.execute("SET maintenance_work_mem = '512MB'")
-        await conn.execute(
-            "CREATE INDEX document_chunks_minilm ON bg.document_chunks USING hnsw "
-            "((embedding::vector(384)) vector_cosine_ops) WHERE embedding_model = 'all-MiniLM-L6-v2'"
-        )
-        await conn.execute("RESET maintenance_work_mem")
-    await pool.execute("ANALYZE bg.document_chunks")
+        await store.load_synthetic(pool, "synthetic", texts, list(vectors), model, start)
+    await store.build_minilm_index(pool)
 
     class Fixed(HashingEmbedder):
         """Random query vectors under the MiniLM model name, so its HNSW index serves them."""
@@ -121,7 +100,7 @@ async def synthetic(bus: Bus, n: int, queries: int = 200) -> dict[str, float]:
         began = time.perf_counter()
         await knowledge.search(pool, embedder, text, 10)
         latencies.append((time.perf_counter() - began) * 1000)
-    await pool.execute("DELETE FROM bg.documents")
+    await store.clear(pool)
     return {
         "chunks": n,
         "queries": queries,
@@ -150,7 +129,7 @@ def bench_rag(ctx: click.Context, synthetic_n: int | None, as_json: bool) -> Non
     async def go() -> dict[str, Any]:
         url = await bench_database(settings)
         async with Bus.connect(replace(settings, database_url=url), listen=False) as bus:
-            if not await bus.pool.fetchval("SELECT to_regclass('bg.document_chunks') IS NOT NULL"):
+            if not await ai.knowledge_ready(bus.pool):
                 raise BgError("the knowledge base needs pgvector", hint="see `bgagents doctor`")
             if synthetic_n:
                 return {"synthetic": await synthetic(bus, synthetic_n)}

@@ -7,7 +7,8 @@ score}`` from hybrid retrieval. Questions: ``{"question"}`` on ``ai.ask``
 channel and every exchange is logged in ``bg.llm_conversations``. The embedder is
 built on first use, so starting the agent never waits for model weights.
 Without pgvector the agent runs but says why it can't help, in
-``bgagents status`` and in each failed task.
+``bgagents status`` and in each failed task. The queue names and payload
+shapes are written once, in :mod:`bus.ai`.
 """
 
 from __future__ import annotations
@@ -23,22 +24,20 @@ import openai
 from agents.ai import answers, knowledge, reports
 from agents.ai.embedders import Embedder, make_embedder
 from agents.runtime.agent import Agent
-from bus import db
+from bus import ai
+from bus import knowledge as store
+from bus import reports as report_store
 from bus.errors import FeatureUnavailable, InvalidArgument
 from bus.worker import Task
 
-SEARCH_QUEUE = "ai.search"
-ASK_QUEUE = "ai.ask"
-REPORT_QUEUE = "ai.report"
-
 
 class AIHelpAgent(Agent):
-    name = "ai-help"
+    name = ai.AGENT
     kind = "builtin"
     queues: ClassVar[dict[str, str]] = {
-        SEARCH_QUEUE: "handle_search",
-        ASK_QUEUE: "handle_ask",
-        REPORT_QUEUE: "handle_report",
+        ai.SEARCH_QUEUE: "handle_search",
+        ai.ASK_QUEUE: "handle_ask",
+        ai.REPORT_QUEUE: "handle_report",
     }
 
     @dataclass
@@ -53,7 +52,7 @@ class AIHelpAgent(Agent):
     _last_report = 0.0
 
     async def setup(self) -> None:
-        if not await self.bus.pool.fetchval("SELECT to_regclass('bg.document_chunks') IS NOT NULL"):
+        if not await ai.knowledge_ready(self.bus.pool):
             self._note = "idle: pgvector is missing, so AI search is off (see bgagents doctor)"
 
     def status_note(self) -> str | None:
@@ -70,25 +69,20 @@ class AIHelpAgent(Agent):
     async def handle_search(self, task: Task) -> list[dict[str, Any]]:
         if self._note:
             raise FeatureUnavailable(self._note)
-        payload = task.payload if isinstance(task.payload, dict) else {}
-        query = str(payload.get("q", ""))
-        try:
-            k = int(payload.get("k", 5))
-        except (TypeError, ValueError):
-            raise InvalidArgument("k must be a whole number") from None
-        hits = await knowledge.search(self.bus.pool, self.embedder(), query, k)
+        request = ai.SearchRequest.from_dict(task.payload)
+        hits = await knowledge.search(self.bus.pool, self.embedder(), request.q, request.k)
         return [hit.as_json() for hit in hits]
 
     async def handle_ask(self, task: Task) -> dict[str, Any]:
         """Answer a question, streaming it on the ``help`` channel as it is written."""
-        payload = task.payload if isinstance(task.payload, dict) else {}
-        question = str(payload.get("question", "")).strip()
+        request = ai.AskRequest.from_dict(task.payload)
+        question = request.question
         if not question:
             raise InvalidArgument("the question is empty")
         started = datetime.now(UTC)
         began = time.perf_counter()
         hits = [] if self._note else await knowledge.search(self.bus.pool, self.embedder(), question, 5)
-        context = dict(await db.run(self.bus.pool, "help_context"))
+        context = await ai.help_context(self.bus.pool)
         settings = self.bus.settings
         usage: dict[str, int] = {}
         if settings.chat_enabled:
@@ -100,31 +94,30 @@ class AIHelpAgent(Agent):
                 client, settings.chat_model, answers.prompt(question, hits, context), usage
             ):
                 pieces.append(delta)
-                await self.publish("help", {"task": task.id, "delta": delta})
+                await self.publish(ai.HELP_CHANNEL, ai.HelpEvent(task.id, delta).to_dict())
             answer, mode, model = "".join(pieces), "chat", settings.chat_model
         else:
             answer, mode, model = answers.extractive(question, hits, context), "extractive", "extractive"
-            await self.publish("help", {"task": task.id, "delta": answer})
+            await self.publish(ai.HELP_CHANNEL, ai.HelpEvent(task.id, answer).to_dict())
         cited = answers.citations(hits)
-        await db.run(
+        await ai.help_log(
             self.bus.pool,
-            "help_log",
-            question,
-            [c["source"] + "#" + c["heading"] for c in cited],
-            answer,
-            model,
-            mode,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            (time.perf_counter() - began) * 1000,
-            started,
+            question=question,
+            context_ids=[c["source"] + "#" + c["heading"] for c in cited],
+            answer=answer,
+            model=model,
+            mode=mode,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            latency_ms=(time.perf_counter() - began) * 1000,
+            started_at=started,
         )
-        result = {"answer": answer, "citations": cited, "mode": mode, "model": model}
-        if payload.get("request_id"):
-            await db.run(self.bus.pool, "help_answered", int(payload["request_id"]), answer, cited)
-            await self.publish("help", {"request_id": payload["request_id"], **result})
-        await self.publish("help", {"task": task.id, "done": True})
-        return result
+        result = ai.Answer(answer, cited, mode, model)
+        if request.request_id:
+            await ai.help_answered(self.bus.pool, request.request_id, result)
+            await self.publish(ai.HELP_CHANNEL, {"request_id": request.request_id, **result.to_dict()})
+        await self.publish(ai.HELP_CHANNEL, ai.HelpEvent(task.id, done=True).to_dict())
+        return result.to_dict()
 
     async def run_once(self) -> None:
         await self._ingest_if_empty()
@@ -142,7 +135,7 @@ class AIHelpAgent(Agent):
         if self._note or self._ingest_tried:
             return
         self._ingest_tried = True
-        if await db.run(self.bus.pool, "rag_documents_count"):
+        if await store.documents_count(self.bus.pool):
             return
         cwd = Path.cwd()
         paths = [p for p in [cwd / "README.md", *sorted((cwd / "docs").glob("*.md"))] if p.is_file()]
@@ -158,11 +151,11 @@ class AIHelpAgent(Agent):
         """After a change of embedder, re-embed the old model's chunks in the background."""
         if self._note:
             return
-        counts = await db.run(self.bus.pool, "rag_count", self.embedder().model)
-        if counts["total"] == counts["current"]:
+        counts = await store.counts(self.bus.pool, self.embedder().model)
+        if counts.total == counts.current:
             return
         self.log.info(
-            "re-embedding %d chunk(s) with %s", counts["total"] - counts["current"], self.embedder().model
+            "re-embedding %d chunk(s) with %s", counts.total - counts.current, self.embedder().model
         )
         await knowledge.reembed_stale(
             self.bus.pool,
@@ -171,14 +164,14 @@ class AIHelpAgent(Agent):
         )
 
     async def handle_report(self, task: Task) -> dict[str, Any]:
-        payload = task.payload if isinstance(task.payload, dict) else {}
-        return await self.report(int(payload.get("period_s", self.config.report_interval or 3600)))
+        period = ai.ReportRequest.from_dict(task.payload).period_s
+        return await self.report(period if period is not None else int(self.config.report_interval or 3600))
 
     async def report(self, period_s: int) -> dict[str, Any]:
         """Write, store and publish a system report."""
-        facts = dict(await db.run(self.bus.pool, "report_facts", float(period_s)))
+        facts = await report_store.facts(self.bus.pool, period_s)
         body = reports.write(facts, period_s)
-        report_id = await db.run(self.bus.pool, "report_store", period_s, body, facts)
-        await self.publish("reports", {"id": report_id, "body": body})
+        report_id = await report_store.store(self.bus.pool, period_s, body, facts)
+        await self.publish(ai.REPORTS_CHANNEL, {"id": report_id, "body": body})
         self.log.info("wrote system report %s", report_id)
         return {"id": report_id, "body": body, "facts": facts}

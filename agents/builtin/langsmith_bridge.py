@@ -2,7 +2,7 @@
 
 ai-help logs each exchange in ``bg.llm_conversations``, and that table is the
 outbox: every ``interval`` seconds the bridge claims up to ``batch`` due rows
-(``sql/queries/langsmith.sql``) and sends each as two LangSmith runs, a
+(``bus.langsmith``) and sends each as two LangSmith runs, a
 ``chain`` run for the exchange with an ``llm`` run under it. A row leaves the
 outbox only once LangSmith has accepted both runs; any other outcome counts an
 attempt and retries after ``least(3600, backoff_base * 2^attempts)`` seconds,
@@ -42,7 +42,8 @@ import langsmith
 from langsmith import utils as ls_utils
 
 from agents.runtime.agent import Agent
-from bus import db
+from bus import langsmith as outbox
+from bus.errors import DatabaseError
 
 DEFAULT_ENDPOINT = "https://api.smith.langchain.com"
 LEASE_SECONDS = 300.0
@@ -220,10 +221,7 @@ class LangSmithBridge(Agent):
         if self._client is None or time.monotonic() < self._paused_until:
             return
         self._failures = 0
-        rows = sorted(
-            await db.run(self.bus.pool, "langsmith_claim", self.config.batch, LEASE_SECONDS),
-            key=lambda r: r["id"],
-        )
+        rows = await outbox.claim(self.bus.pool, self.config.batch, LEASE_SECONDS)
         waiting = [int(row["id"]) for row in rows]
         try:
             for row in rows:
@@ -232,8 +230,8 @@ class LangSmithBridge(Agent):
                     break
         finally:
             if waiting:  # cut short (a pause, a cancel, an error): hand them back at once
-                with contextlib.suppress(*db.DB_ERRORS):
-                    await db.run(self.bus.pool, "langsmith_release", waiting)
+                with contextlib.suppress(DatabaseError):
+                    await outbox.release(self.bus.pool, waiting)
 
     async def _forward(self, row: Mapping[str, Any]) -> bool:
         """Send one exchange and record the outcome; False when the bridge should pause."""
@@ -243,9 +241,7 @@ class LangSmithBridge(Agent):
                 await self._send(run)
         except Exception as exc:  # any failure, ours or LangSmith's: retry later, never crash
             error = _describe(exc)
-            retry_at = await db.run(
-                self.bus.pool, "langsmith_failed", conversation_id, error, self.config.backoff_base
-            )
+            retry_at = await outbox.failed(self.bus.pool, conversation_id, error, self.config.backoff_base)
             self._failures += 1
             self.log.warning(
                 "conversation %s: attempt %s failed, retrying at %s: %s",
@@ -258,7 +254,7 @@ class LangSmithBridge(Agent):
                 self._pause(error)
                 return False
             return True
-        await db.run(self.bus.pool, "langsmith_forwarded", conversation_id)
+        await outbox.forwarded(self.bus.pool, conversation_id)
         self.log.debug("conversation %s forwarded", conversation_id)
         if self._failures or self._trips:
             self.log.info("LangSmith accepts runs again")

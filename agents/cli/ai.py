@@ -12,12 +12,11 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from agents.ai import knowledge
 from agents.ai.embedders import Embedder, make_embedder
-from agents.builtin.ai_help import ASK_QUEUE, REPORT_QUEUE
 from agents.cli.root import settings_of
-from bus import db
+from bus import ai
 from bus.client import Bus
 from bus.config import Settings
-from bus.errors import BgError, InvalidArgument
+from bus.errors import InvalidArgument
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".rst")
 
@@ -50,15 +49,6 @@ def expand(paths: tuple[str, ...]) -> list[Path]:
         else:
             raise InvalidArgument(f"{raw}: no such file or folder")
     return files
-
-
-async def require_ai_help(bus: Bus) -> None:
-    """Fail with the fix when no ai-help agent runs to take the question."""
-    agents = await db.run(bus.pool, "agent_status_all")
-    if not any(a["name"] == "ai-help" and a["status"] == "running" for a in agents):
-        raise BgError(
-            "the ai-help agent is not running", hint="start it with `bgagents up` or `bgagents run ai-help`"
-        )
 
 
 @click.command()
@@ -135,19 +125,20 @@ def ask(ctx: click.Context, question: str, timeout: float) -> None:
 
     async def go() -> dict[str, Any]:
         async with Bus.connect(settings) as bus:
-            await require_ai_help(bus)
+            await ai.require_ai_help(bus.pool)
             cursor = await bus.events.current_cursor()
             task_id = await bus.queue.enqueue(
-                ASK_QUEUE, {"question": question}, max_attempts=2, timeout=timeout
+                ai.ASK_QUEUE, ai.AskRequest(question).to_dict(), max_attempts=2, timeout=timeout
             )
 
             async def follow() -> None:
-                async for event in bus.subscribe(["help"], after=cursor):
-                    if event.payload.get("task") != task_id:
+                async for event in bus.subscribe([ai.HELP_CHANNEL], after=cursor):
+                    help_event = ai.HelpEvent.from_dict(event.payload)
+                    if help_event.task != task_id:
                         continue
-                    if event.payload.get("done"):
+                    if help_event.done:
                         return
-                    click.echo(event.payload.get("delta", ""), nl=False)
+                    click.echo(help_event.delta, nl=False)
 
             follower = asyncio.create_task(follow())
             try:
@@ -174,8 +165,10 @@ def report(ctx: click.Context, hours: float) -> None:
 
     async def go() -> str:
         async with Bus.connect(settings, listen=False) as bus:
-            await require_ai_help(bus)
-            task_id = await bus.queue.enqueue(REPORT_QUEUE, {"period_s": int(hours * 3600)}, max_attempts=1)
+            await ai.require_ai_help(bus.pool)
+            task_id = await bus.queue.enqueue(
+                ai.REPORT_QUEUE, ai.ReportRequest(int(hours * 3600)).to_dict(), max_attempts=1
+            )
             result: dict[str, Any] = await bus.queue.result(task_id, timeout=60)
             return str(result["body"])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bus import ai
 from bus.client import Bus
 from tests.ai_setup import ai_help_running
 
@@ -31,7 +32,7 @@ async def test_which_agent_is_down_and_why(helper: Bus, db_url: str) -> None:
     finally:
         await conn.close()
     cursor = await helper.events.current_cursor()
-    task_id = await helper.queue.enqueue("ai.ask", {"question": "which agent is down and why?"})
+    task_id = await helper.queue.enqueue(ai.ASK_QUEUE, {"question": "which agent is down and why?"})
     result = await helper.queue.result(task_id, timeout=30)
     assert result["mode"] == "extractive"
     assert "extracted" in result["answer"]

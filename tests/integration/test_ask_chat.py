@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bus import ai
 from tests.ai_setup import ai_help_running
 from tests.stubs.openai_stub import RECORDED, make_app
 
@@ -21,7 +22,7 @@ async def test_ask_streams_a_chat_answer_and_logs_it(db_url: str, settings_for, 
     )
     async with ai_help_running(settings) as bus:
         cursor = await bus.events.current_cursor()
-        task_id = await bus.queue.enqueue("ai.ask", {"question": "how do I enqueue from SQL?"})
+        task_id = await bus.queue.enqueue(ai.ASK_QUEUE, {"question": "how do I enqueue from SQL?"})
         result = await bus.queue.result(task_id, timeout=30)
         deltas = []
         async for event in bus.subscribe(["help"], after=cursor):

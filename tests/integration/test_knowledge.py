@@ -9,6 +9,7 @@ import pytest
 
 from agents.ai import knowledge
 from agents.ai.embedders import HashingEmbedder, LocalMiniLM
+from bus import ai
 from bus.client import Bus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def bus(db_url: str, settings_for) -> AsyncIterator[Bus]:
     async with Bus.connect(settings_for(db_url), listen=False) as b:
-        if not await b.pool.fetchval("select to_regclass('bg.document_chunks') is not null"):
+        if not await ai.knowledge_ready(b.pool):
             pytest.skip("pgvector is not installed on this server, so the knowledge base is off")
         yield b
 

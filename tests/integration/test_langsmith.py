@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from agents.builtin.langsmith_bridge import LangSmithBridge, build_runs, uuid7_for
-from bus import db
+from bus import langsmith as ls_outbox
 from bus.client import Bus
 
 API_KEY = "lsv2_test_key"
@@ -245,15 +245,15 @@ async def test_two_failures_in_a_batch_pause_the_bridge_and_hand_the_rest_back(
 async def test_bridges_claim_disjoint_rows_and_a_dead_bridges_rows_come_back(bus: Bus) -> None:
     ids = {await add_exchange(bus, f"question {n}") for n in range(30)}
     first, second = await asyncio.gather(
-        db.run(bus.pool, "langsmith_claim", 20, 300.0), db.run(bus.pool, "langsmith_claim", 20, 300.0)
+        ls_outbox.claim(bus.pool, 20, 300.0), ls_outbox.claim(bus.pool, 20, 300.0)
     )
     mine, theirs = {r["id"] for r in first}, {r["id"] for r in second}
     assert not mine & theirs and mine | theirs == ids
-    assert await db.run(bus.pool, "langsmith_claim", 20, 300.0) == []  # all leased
+    assert await ls_outbox.claim(bus.pool, 20, 300.0) == []  # all leased
     await bus.pool.execute(
         "update bg.llm_conversations set next_attempt_at = now() where id = any($1)", list(mine)
     )
-    assert {r["id"] for r in await db.run(bus.pool, "langsmith_claim", 50, 300.0)} == mine  # lease ran out
+    assert {r["id"] for r in await ls_outbox.claim(bus.pool, 50, 300.0)} == mine  # lease ran out
 
 
 async def test_without_a_key_the_bridge_idles_and_says_why(
