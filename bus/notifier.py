@@ -78,6 +78,12 @@ class Notifier:
         self._reconnect_callbacks.add(callback)
         return lambda: self._reconnect_callbacks.discard(callback)
 
+    @property
+    def server_pid(self) -> int | None:
+        """The server process of the LISTEN connection (None while disconnected)."""
+        conn = self._conn
+        return None if conn is None or conn.is_closed() else conn.get_server_pid()
+
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:

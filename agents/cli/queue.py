@@ -15,7 +15,7 @@ from bus import maintenance, schedules
 from bus.client import Bus
 from bus.errors import BgError, InvalidArgument
 from bus.queue import STATUSES
-from bus.worker import Handler
+from bus.worker import Handler, WorkerConfig
 
 T = TypeVar("T")
 
@@ -59,7 +59,7 @@ def worker(
     handler = load_handler(handler_spec)
 
     async def work(bus: Bus) -> None:
-        w = bus.worker(queue, handler, concurrency=concurrency, batch=batch, lease=lease)
+        w = bus.worker(queue, handler, WorkerConfig(concurrency=concurrency, batch=batch, lease=lease))
         on_stop_signal(w.stop)
         background = [
             asyncio.create_task(schedules.run_scheduler(bus.pool)),

@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -176,9 +177,8 @@ async def test_terminated_listen_connection_loses_and_duplicates_nothing(bus: Bu
         for n in range(total):
             await bus.publish("heal", {"n": n})
             if n in (15, 40):
-                listen_conn = bus.notifier._conn
-                assert listen_conn is not None
-                await admin.execute("select pg_terminate_backend($1)", listen_conn.get_server_pid())
+                assert bus.notifier.server_pid is not None
+                await admin.execute("select pg_terminate_backend($1)", bus.notifier.server_pid)
     finally:
         await admin.close()
     delivered = await subscriber
@@ -189,19 +189,83 @@ async def test_terminated_listen_connection_loses_and_duplicates_nothing(bus: Bu
         await asyncio.sleep(0.05)
 
 
+class SilencingProxy:
+    """A TCP relay to the test server whose open connections can go silent.
+
+    A silenced link stays open but carries nothing, like a dead NAT entry or a
+    half-open connection: only the notifier's self-ping can notice it.
+    Connections made later relay normally.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._target = urlsplit(url)
+        self._silenced: set[asyncio.StreamWriter] = set()
+        self._open: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        """Listen on a free local port; returns the URL that connects through it."""
+        self._server = await asyncio.start_server(self._relay_client, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        user = self._target.username or "postgres"
+        password = f":{self._target.password}" if self._target.password else ""
+        return f"postgresql://{user}{password}@127.0.0.1:{port}{self._target.path}?sslmode=disable"
+
+    def silence(self) -> None:
+        """From now on, the connections open so far carry nothing either way."""
+        self._silenced.update(self._open)
+
+    async def close(self) -> None:
+        for writer in self._open:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _open_target(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        socket_dir = parse_qs(self._target.query).get("host", [""])[0]
+        if socket_dir.startswith("/"):
+            port = self._target.port or 5432
+            return await asyncio.open_unix_connection(f"{socket_dir}/.s.PGSQL.{port}")
+        return await asyncio.open_connection(self._target.hostname, self._target.port or 5432)
+
+    async def _relay_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await self._open_target()
+        self._open += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer, writer),
+            self._pipe(up_reader, writer, writer),
+            return_exceptions=True,
+        )
+        for w in (writer, up_writer):
+            w.close()
+
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, client: asyncio.StreamWriter
+    ) -> None:
+        while data := await source.read(65536):
+            if client in self._silenced:
+                continue  # swallowed: the link looks open and says nothing
+            sink.write(data)
+            await sink.drain()
+
+
 async def test_notifier_notices_a_silent_connection_and_reconnects(db_url: str, settings_for) -> None:
     from bus.notifier import Notifier
 
-    notifier = Notifier(settings_for(db_url), ping_interval=0.2, ping_timeout=0.3)
+    proxy = SilencingProxy(db_url)
+    through_proxy = await proxy.start()
+    notifier = Notifier(settings_for(db_url), through_proxy, ping_interval=0.2, ping_timeout=0.3)
     await notifier.start()
     try:
-        assert notifier._conn is not None
-        # Stop listening to our own ping channel: the next self-ping goes unanswered.
-        await notifier._conn.execute(f'UNLISTEN "{notifier._ping_channel}"')
+        first_pid = notifier.server_pid
+        proxy.silence()
         deadline = asyncio.get_running_loop().time() + 10
         while notifier.reconnects < 1:
-            assert asyncio.get_running_loop().time() < deadline
+            assert asyncio.get_running_loop().time() < deadline, "the silent connection went unnoticed"
             await asyncio.sleep(0.05)
         assert notifier.connected.is_set() or await asyncio.wait_for(notifier.connected.wait(), 5)
+        assert notifier.server_pid not in (None, first_pid)
     finally:
         await notifier.stop()
+        await proxy.close()
