@@ -11,6 +11,7 @@ from agents.ai import knowledge
 from agents.ai.embedders import HashingEmbedder, LocalMiniLM
 from bus import ai
 from bus.client import Bus
+from bus.errors import FeatureUnavailable, SchemaNotReady
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,3 +66,16 @@ async def test_a_new_model_reembeds_everything(bus: Bus, tmp_path: Path) -> None
     assert done == 2
     models = await bus.pool.fetch("select distinct embedding_model from bg.document_chunks")
     assert [r["embedding_model"] for r in models] == [bigger.model]
+
+
+async def test_missing_tables_say_which_fix_applies(bus: Bus, tmp_path: Path) -> None:
+    """pgvector is on this server, so a missing table means a migration to run, not pgvector to install."""
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Notes\n\nAlpha.\n")
+    await bus.pool.execute("drop table bg.document_chunks, bg.documents")
+    with pytest.raises(SchemaNotReady, match="knowledge base tables are missing") as err:
+        await knowledge.ingest(bus.pool, HashingEmbedder(), [doc])
+    assert not isinstance(err.value, FeatureUnavailable)
+    assert err.value.hint and "bgagents migrate" in err.value.hint
+    with pytest.raises(SchemaNotReady):
+        await knowledge.search(bus.pool, HashingEmbedder(), "alpha")
