@@ -20,6 +20,7 @@ from bus import db, schedules
 from bus.client import Bus
 from bus.errors import InvalidArgument, NotFound
 from bus.queue import Options, TaskCancelled, TaskFailed
+from bus.waker import QueueWaker
 from bus.worker import Task, Worker, WorkerConfig, backoff_delay
 
 pytestmark = pytest.mark.timeout(30)
@@ -103,6 +104,47 @@ def test_backoff_delay_is_exponential_capped_and_jittered() -> None:
     assert backoff_delay(1, base=1.0) <= 1.0
     assert backoff_delay(3, base=1.0) >= 2.0  # 4 s halved at worst: grows with the attempt
     assert backoff_delay(100, base=1.0, cap=10.0) <= 10.0
+
+
+def test_worker_config_has_defaults_and_refuses_empty_slots() -> None:
+    config = WorkerConfig()
+    assert (config.concurrency, config.batch, config.lease, config.poll_interval) == (10, 10, 30.0, 2.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        WorkerConfig(concurrency=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        WorkerConfig(batch=0)
+
+
+async def test_bus_worker_overrides_fields_of_the_given_config(bus: Bus) -> None:
+    async def handler(task: Task) -> None:
+        return None
+
+    worker = bus.worker("cfg", handler, WorkerConfig(concurrency=3, lease=5.0), batch=2)
+    assert (worker.config.concurrency, worker.config.batch, worker.config.lease) == (3, 2, 5.0)
+    assert bus.worker("cfg", handler).config == WorkerConfig()
+    with pytest.raises(TypeError):
+        bus.worker("cfg", handler, no_such_setting=1)
+
+
+async def test_a_notify_wakes_one_idle_waiter_and_a_due_time_wakes_them_all() -> None:
+    waker = QueueWaker()
+    waiters = [asyncio.create_task(waker.wait(10)) for _ in range(3)]
+    await asyncio.sleep(0)  # one loop turn: each waiter registers as idle
+    waker.on_notify("q")
+    done, pending = await asyncio.wait(waiters, timeout=1, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1 and len(pending) == 2
+    waker.on_notify(f"q@{time.time() + 0.2}")  # a delayed task: everyone recomputes its sleep
+    results = await asyncio.wait_for(asyncio.gather(*pending), 5)
+    assert results == [False, False]  # woken early to recompute, not yet due
+    assert await asyncio.wait_for(waker.wait(10), 5) is True  # then woken when it falls due
+    assert waker.next_due is None
+
+
+async def test_each_bus_wakes_its_own_workers(db_url: str, settings_for: Callable[..., Any]) -> None:
+    """Wakers belong to a Bus, not to the process: two buses each get theirs."""
+    async with Bus.connect(settings_for(db_url)) as one, Bus.connect(settings_for(db_url)) as two:
+        assert one.wakers.get("q") is one.wakers.get("q")
+        assert one.wakers.get("q") is not two.wakers.get("q")
 
 
 async def test_a_failed_attempt_is_rescheduled_by_the_backoff_delay(bus: Bus) -> None:
