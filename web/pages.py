@@ -18,7 +18,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bus import ai, db
+from bus import agents as instances
+from bus import ai, metrics
+from bus import alerts as book
+from bus import health as system
 from bus import knowledge as knowledge_base
 from bus import reports as report_book
 from bus.errors import BgError
@@ -36,22 +39,22 @@ Context = dict[str, Any]
 
 
 async def health_context(request: web.Request) -> Context:
-    return {"report": await request.app[BUS].state.get_system_health()}
+    return {"report": await system.system_summary(request.app[BUS].pool)}
 
 
 async def agents_context(request: web.Request) -> Context:
     """Live and dead instances; stopped ones only with ``?all=1``."""
     show_all = request.query.get("all") == "1"
-    rows = await db.run(request.app[BUS].pool, "agent_status_all")
-    return {"agents": [dict(r) for r in rows if show_all or r["status"] != "stopped"], "show_all": show_all}
+    rows = await instances.status_list(request.app[BUS].pool)
+    return {"agents": [r for r in rows if show_all or r["status"] != "stopped"], "show_all": show_all}
 
 
 async def alerts_context(request: web.Request) -> Context:
-    state = choice(request.query.get("state"), "state", ("pending", "firing", "resolved"))
+    state = choice(request.query.get("state"), "state", book.STATES)
     if request.match_info.route.name in ("overview", "partial_alerts") and state is None:
         state = "firing" if request.query.get("all") is None else None
-    rows = [dict(r) for r in await db.run(request.app[BUS].pool, "alerts_filtered", state, 200)]
-    silences = [dict(r) for r in await db.run(request.app[BUS].pool, "silences_list")]
+    rows = await book.list_alerts(request.app[BUS].pool, state, limit=200)
+    silences = await book.list_silences(request.app[BUS].pool)
     return {"alerts": rows, "silences": silences, "state": state}
 
 
@@ -63,14 +66,8 @@ async def charts_context(request: web.Request) -> Context:
         ("Memory", "host.memory_percent", "%", 100.0),
         ("Queue depth", "queue.depth", " tasks", None),
     ):
-        rows = await db.run(pool, "page_series", metric, 900.0, "host")
-        charts.append(
-            {
-                "title": title,
-                "unit": unit,
-                "line": sparkline([(r["t"], r["value"]) for r in rows], ceiling=ceiling),
-            }
-        )
+        points = await metrics.page_series(pool, metric, 900.0, "host")
+        charts.append({"title": title, "unit": unit, "line": sparkline(points, ceiling=ceiling)})
     return {"charts": charts}
 
 
@@ -98,19 +95,18 @@ async def events_context(request: web.Request) -> Context:
     channel = request.query.get("channel") or None
     if channel is not None and (len(channel) > 100 or not all(c.isalnum() or c in "_.:-" for c in channel)):
         raise BadParameter(f"parameter 'channel' is not a channel name: {channel!r}")
-    rows = await db.run(request.app[BUS].pool, "page_events_recent", channel, 50)
-    return {"events": [dict(r) for r in rows], "channel": channel}
+    return {"events": await system.recent_events(request.app[BUS].pool, channel, 50), "channel": channel}
 
 
 async def heartbeats_context(request: web.Request) -> Context:
     name = request.match_info.get("name") or request.query.get("name", "")
     pool = request.app[BUS].pool
-    beats = [dict(r) for r in await db.run(pool, "page_heartbeats", name, 120)]
-    instances = [dict(r) for r in await db.run(pool, "agent_status_all") if r["name"] == name]
+    beats = await metrics.heartbeat_series(pool, name, 120)
+    running = [r for r in await instances.status_list(pool) if r["name"] == name]
     return {
         "name": name,
         "beats": beats,
-        "instances": instances,
+        "instances": running,
         "line": sparkline([(b["ts"].timestamp(), float(b["cpu_percent"] or 0)) for b in reversed(beats)]),
     }
 
