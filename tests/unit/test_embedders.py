@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from agents.ai import embedders
-from agents.ai.embedders import hashing, weights
 from agents.ai.embedders import (
     Embedder,
     HashingEmbedder,
@@ -25,7 +24,9 @@ from agents.ai.embedders import (
     OpenAIEmbedder,
     WeightsIntegrityError,
     ensure_minilm_weights,
+    hashing,
     make_embedder,
+    weights,
 )
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "minilm_reference.json"
