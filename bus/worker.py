@@ -267,8 +267,6 @@ class Worker:
 
     async def _fail(self, task: Task, error: str, tb: str, *, cancelled: bool = False) -> None:
         delay = backoff_delay(task.attempt, self.config.backoff_base, self.config.backoff_cap)
-        if not cancelled and task.attempt < task.max_attempts:
-            self._waker.note_due(time.time() + delay)
         try:
             status = await db.run(
                 self.pool, "queue_fail", task.id, self.worker_id, error, tb, delay, cancelled
@@ -282,6 +280,12 @@ class Worker:
                 exc,
             )
             return
+        if status == "queued":
+            # Noted once the retry is recorded: its run_at (the server's now() plus the
+            # delay) is then no later than this, so the wake-up at this time finds it
+            # ready. Noted before the write, a worker could wake early, find nothing,
+            # and look ahead just after run_at passed: no wake-up until the next poll.
+            self._waker.note_due(time.time() + delay)
         logger.info(
             "task %s failed (attempt %s of %s): %s -> %s",
             task.id,
