@@ -3,8 +3,8 @@
 Without ``BGAGENTS_TOKEN`` (loopback only) everything is open. With it, every
 route needs the token, except ``/healthz`` and the login page: API clients
 send ``Authorization: Bearer <token>``; browsers log in once and get an
-HttpOnly, SameSite cookie. Unsafe methods (POST, PUT, PATCH, DELETE) on
-cookie-authenticated requests must carry the CSRF token (header
+HttpOnly, SameSite cookie. Unsafe methods (anything but GET, HEAD and OPTIONS)
+on cookie-authenticated requests must carry the CSRF token (header
 ``X-CSRF-Token`` or form field ``csrf_token``); bearer clients are exempt,
 since a browser never sends that header on its own.
 """
@@ -15,14 +15,14 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from web.keys import SETTINGS
 
 COOKIE = "bgagents_session"
 USER = web.RequestKey("user", str)
 PUBLIC = ("/healthz", "/login")
-UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+UNSAFE = (hdrs.METH_POST, hdrs.METH_PUT, hdrs.METH_PATCH, hdrs.METH_DELETE)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

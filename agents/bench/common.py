@@ -1,4 +1,4 @@
-"""``bgagents bench``: benchmarks a user can run, each printing a table of figures.
+"""What every benchmark shares: the ``bench`` group, its scratch database, percentiles, the figures table.
 
 ``--json`` prints one JSON object on the last line. Benchmarks run in a
 scratch database (``bgagents_bench``, see :mod:`bus.scratch`) on the

@@ -1,4 +1,4 @@
-"""AI commands: ``ingest`` and ``search`` over the knowledge base."""
+"""AI commands: ``ingest``, ``search``, ``ask`` and ``report``."""
 
 from __future__ import annotations
 
