@@ -8,7 +8,9 @@ with one line that names the setting.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,16 +25,21 @@ from bus.errors import ConfigError
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def _redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def _postgres_url(name: str, raw: str) -> str:
-    """Check that ``raw`` looks like a libpq connection URL."""
+    """Check that ``raw`` looks like a libpq connection URL (errors never show its password)."""
     example = "postgresql://user:password@host:5432/dbname"
     try:
         parts = urlsplit(raw)
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{name}: not a valid URL ({exc}); expected {example}") from exc
+    except ValueError:
+        raise ConfigError(f"{name}: not a valid URL; expected {example}") from None
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"{name}: expected a URL like {example}, got {raw!r}")
+        raise ConfigError(f"{name}: expected a URL like {example}, got {_redacted(raw)!r}")
     if not parts.hostname and "host" not in parse_qs(parts.query):
         raise ConfigError(f"{name}: the URL names no host; expected {example}")
     if port is not None and not 0 < port < 65536:
@@ -53,14 +60,28 @@ def _int_in(low: int, high: int) -> Callable[[str, str], int]:
     return parse
 
 
-def _float_positive(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: expected a positive number, got {value}")
-    return value
+def _float_in(low: float, high: float) -> Callable[[str, str], float]:
+    """A finite number above ``low`` and at most ``high`` (``nan`` and ``inf`` are refused)."""
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+        if not math.isfinite(value) or not low < value <= high:
+            raise ConfigError(f"{name}: expected a number above {low:g} and at most {high:g}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of host names (no ports, no schemes)."""
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9.\-\[\]:]+", host):
+            raise ConfigError(f"{name}: {host!r} is not a host name", hint="e.g. dash.example.com,10.0.0.5")
+    return hosts
 
 
 def _absolute_path(name: str, raw: str) -> Path:
@@ -140,7 +161,7 @@ SETTINGS: tuple[Spec, ...] = (
     Spec(
         "BGAGENTS_CONNECT_TIMEOUT",
         "connect_timeout",
-        _float_positive,
+        _float_in(0, 3600),
         "10",
         "Seconds to wait for a database connection.",
     ),
@@ -154,16 +175,51 @@ SETTINGS: tuple[Spec, ...] = (
         "Token the web server requires; needed to bind beyond 127.0.0.1.",
     ),
     Spec(
+        "BGAGENTS_ALLOWED_HOSTS",
+        "allowed_hosts",
+        _hosts,
+        "",
+        "Extra Host names the web answers to (behind a proxy); the bound address and localhost always are.",
+    ),
+    Spec(
+        "BGAGENTS_MAX_STREAMS",
+        "max_streams",
+        _int_in(1, 100000),
+        "1000",
+        "Most SSE streams one web process serves; beyond it, 429 with Retry-After.",
+    ),
+    Spec(
+        "BGAGENTS_HEADER_TIMEOUT",
+        "header_timeout",
+        _float_in(0, 3600),
+        "10",
+        "Seconds a client has to send a request's headers before the web server closes it.",
+    ),
+    Spec(
+        "BGAGENTS_MAX_PAYLOAD_BYTES",
+        "max_payload_bytes",
+        _int_in(1024, 1073741824),
+        "1048576",
+        "Largest task or event payload (bytes of JSON) that bg.enqueue and bg.publish accept.",
+    ),
+    Spec(
+        "BGAGENTS_MAX_QUESTION_CHARS",
+        "max_question_chars",
+        _int_in(1, 100000),
+        "4000",
+        "Longest question AI help accepts, wherever a question enters.",
+    ),
+    Spec(
         "BGAGENTS_EVENT_RETENTION_DAYS",
         "event_retention_days",
-        _float_positive,
+        _float_in(0, 36500),
         "7",
         "Days events are kept; older cursors get a reset signal.",
     ),
     Spec(
         "BGAGENTS_TASK_RETENTION_DAYS",
         "task_retention_days",
-        _float_positive,
+        _float_in(0, 36500),
         "7",
         "Days finished tasks (done, failed, cancelled) are kept.",
     ),
@@ -234,6 +290,11 @@ class Settings:
     host: str
     port: int
     token: str | None
+    allowed_hosts: tuple[str, ...]
+    max_streams: int
+    header_timeout: float
+    max_payload_bytes: int
+    max_question_chars: int
     event_retention_days: float
     task_retention_days: float
     monitoring_file: Path | None

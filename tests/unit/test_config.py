@@ -72,3 +72,29 @@ def test_readme_table_and_env_example_list_every_setting() -> None:
     names = {s.env for s in SETTINGS}
     assert names <= table, f"README settings table lacks {names - table}"
     assert names <= example, f".env.example lacks {names - example}"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e308"])
+@pytest.mark.parametrize(
+    "env", ["BGAGENTS_CONNECT_TIMEOUT", "BGAGENTS_EVENT_RETENTION_DAYS", "BGAGENTS_HEADER_TIMEOUT"]
+)
+def test_numbers_must_be_finite_and_in_bounds(env: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=env):
+        load_settings({env: value}, env_file=None)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://ada:s3cret-pw@db/app", "postgresql://ada:s3cret-pw@db:99999/app", "http://ada:s3cret-pw@x/"],
+)
+def test_a_bad_database_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DATABASE_URL": url}, env_file=None)
+    assert "s3cret-pw" not in str(caught.value)
+
+
+def test_allowed_hosts_are_a_list_of_names() -> None:
+    settings = load_settings({"BGAGENTS_ALLOWED_HOSTS": "Dash.example.com, 10.0.0.5"}, env_file=None)
+    assert settings.allowed_hosts == ("dash.example.com", "10.0.0.5")
+    with pytest.raises(ConfigError, match="BGAGENTS_ALLOWED_HOSTS"):
+        load_settings({"BGAGENTS_ALLOWED_HOSTS": "https://x/"}, env_file=None)
