@@ -66,6 +66,67 @@ class Ewma:
         return z
 
 
+class MetricRules:
+    """Turns samples into alert conditions: thresholds, and an :class:`Ewma` anomaly tracker per metric.
+
+    ``thresholds`` maps a metric to ``[warning, critical]`` limits; ``anomaly`` holds
+    ``metrics`` (the host metrics to track), ``alpha``, ``z``, ``warmup`` and
+    ``consecutive``, as in ``monitoring.yml``. The trackers learn from every
+    :meth:`conditions` call, so one instance follows one host over time.
+    """
+
+    def __init__(
+        self, host: str, thresholds: dict[str, list[float]], anomaly: dict[str, Any], alert_for: float
+    ) -> None:
+        self.host = host
+        self.thresholds = thresholds
+        self.anomaly = anomaly
+        self.alert_for = alert_for
+        self.trackers: dict[str, Ewma] = {}
+        """The anomaly state: one tracker per host metric seen so far that ``anomaly`` tracks."""
+
+    def conditions(self, rows: Sequence[tuple[str, str | None, str, float]]) -> list[Condition]:
+        """The conditions that hold for these ``(source, instance_id, metric, value)`` samples."""
+        anomaly = self.anomaly
+        found: list[Condition] = []
+        for source, _instance, metric, value in rows:
+            labels = {"metric": metric, "host": self.host}
+            if source != "host":
+                labels["agent"] = source
+            limits = self.thresholds.get(metric)
+            if limits and value >= limits[0]:
+                severity = "critical" if len(limits) > 1 and value >= limits[1] else "warning"
+                found.append(
+                    Condition(
+                        "threshold",
+                        labels,
+                        severity,
+                        f"{metric} on {self.host} is {value:.1f} (limit {limits[0]})",
+                        self.alert_for,
+                        value,
+                    )
+                )
+            if metric in anomaly.get("metrics", []) and source == "host":
+                tracker = self.trackers.setdefault(metric, Ewma(float(anomaly.get("alpha", 0.1))))
+                limit, warmup = float(anomaly.get("z", 4.0)), int(anomaly.get("warmup", 30))
+                judged = tracker.n > warmup
+                z = tracker.update(value, limit, warmup)
+                tracker.streak = tracker.streak + 1 if judged and abs(z) >= limit else 0
+                if tracker.streak >= int(anomaly.get("consecutive", 3)):
+                    found.append(
+                        Condition(
+                            "anomaly",
+                            labels,
+                            "warning",
+                            f"{metric} on {self.host} is unusual: {value:.1f} "
+                            f"(z = {z:.1f} against a mean of {tracker.mean:.1f})",
+                            0.0,
+                            value,
+                        )
+                    )
+        return found
+
+
 def sample_host(state: dict[str, Any], disk_path: str = "/") -> dict[str, float]:
     """One sample of the host; rates use the previous sample kept in ``state``."""
     vm = psutil.virtual_memory()
@@ -133,7 +194,9 @@ class PerformanceMonitor(Agent):
         )
         self._state: dict[str, Any] = {}
         self._processes: dict[int, psutil.Process] = {}
-        self._ewma: dict[str, Ewma] = {}
+        self.rules = MetricRules(
+            self.host, self.config.thresholds, self.config.anomaly, self.config.alert_for
+        )
         psutil.cpu_percent(None)
 
     async def run_once(self) -> None:
@@ -163,7 +226,7 @@ class PerformanceMonitor(Agent):
             except psutil.Error:
                 self._processes.pop(agent["pid"], None)
         await metrics.insert(self.bus.pool, self.host, rows)
-        holding = self._conditions(rows)
+        holding = self.rules.conditions(rows)
         down = await self._down_agents()
         inhibited = {c.fingerprint for c in holding if c.labels.get("agent") in down}
         await self.book.evaluate(holding, inhibited)
@@ -178,47 +241,6 @@ class PerformanceMonitor(Agent):
                 return None
             self._processes[pid] = proc
         return proc
-
-    def _conditions(self, rows: Sequence[tuple[str, str | None, str, float]]) -> list[Condition]:
-        cfg = self.config
-        anomaly = cfg.anomaly
-        found: list[Condition] = []
-        for source, _instance, metric, value in rows:
-            labels = {"metric": metric, "host": self.host}
-            if source != "host":
-                labels["agent"] = source
-            limits = cfg.thresholds.get(metric)
-            if limits and value >= limits[0]:
-                severity = "critical" if len(limits) > 1 and value >= limits[1] else "warning"
-                found.append(
-                    Condition(
-                        "threshold",
-                        labels,
-                        severity,
-                        f"{metric} on {self.host} is {value:.1f} (limit {limits[0]})",
-                        cfg.alert_for,
-                        value,
-                    )
-                )
-            if metric in anomaly.get("metrics", []) and source == "host":
-                tracker = self._ewma.setdefault(metric, Ewma(float(anomaly.get("alpha", 0.1))))
-                limit, warmup = float(anomaly.get("z", 4.0)), int(anomaly.get("warmup", 30))
-                judged = tracker.n > warmup
-                z = tracker.update(value, limit, warmup)
-                tracker.streak = tracker.streak + 1 if judged and abs(z) >= limit else 0
-                if tracker.streak >= int(anomaly.get("consecutive", 3)):
-                    found.append(
-                        Condition(
-                            "anomaly",
-                            labels,
-                            "warning",
-                            f"{metric} on {self.host} is unusual: {value:.1f} "
-                            f"(z = {z:.1f} against a mean of {tracker.mean:.1f})",
-                            0.0,
-                            value,
-                        )
-                    )
-        return found
 
     async def _down_agents(self) -> set[str]:
         return {r["name"] for r in await instances.status_list(self.bus.pool) if r["health"] == "down"}

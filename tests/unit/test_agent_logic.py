@@ -12,7 +12,7 @@ import pytest
 from agents.builtin.alerting import Condition, fingerprint, matches
 from agents.builtin.coordinator import AgentCoordinator
 from agents.builtin.heartbeat import HeartbeatHealthAgent, judge
-from agents.builtin.performance import Ewma, PerformanceMonitor
+from agents.builtin.performance import Ewma, MetricRules, PerformanceMonitor
 from agents.runtime.agent import load_config
 from bus.errors import ConfigError
 
@@ -119,57 +119,54 @@ def test_ewma_flags_a_jump_after_a_perfectly_flat_warm_up() -> None:
     assert abs(tracker.update(80.0)) >= 4.0
 
 
-def _monitor(**anomaly: object) -> PerformanceMonitor:
-    """A PerformanceMonitor with no bus: enough for ``_conditions``, which is pure."""
-    monitor = PerformanceMonitor.__new__(PerformanceMonitor)
-    monitor.config = PerformanceMonitor.Config(thresholds={})
-    monitor.config.anomaly.update(anomaly)
-    monitor.host = "h1"
-    monitor._ewma = {}
-    return monitor
+def _rules(**anomaly: object) -> MetricRules:
+    """The PerformanceMonitor's rules on host h1: its default anomaly settings updated by ``anomaly``."""
+    config = PerformanceMonitor.Config(thresholds={})
+    config.anomaly.update(anomaly)
+    return MetricRules("h1", config.thresholds, config.anomaly, config.alert_for)
 
 
-def _feed(monitor: PerformanceMonitor, value: float) -> list[Condition]:
-    return monitor._conditions([("host", None, "host.load1", value)])
+def _feed(rules: MetricRules, value: float) -> list[Condition]:
+    return rules.conditions([("host", None, "host.load1", value)])
 
 
 def test_anomaly_rule_does_not_judge_during_warm_up() -> None:
-    monitor = _monitor(metrics=["host.load1"], z=2.5, warmup=20, consecutive=1)
+    rules = _rules(metrics=["host.load1"], z=2.5, warmup=20, consecutive=1)
     for x in _noisy(15):
-        _feed(monitor, x)
-    assert _feed(monitor, 500.0) == []  # sample 16 of a 20-sample warm-up
-    assert monitor._ewma["host.load1"].streak == 0
+        _feed(rules, x)
+    assert _feed(rules, 500.0) == []  # sample 16 of a 20-sample warm-up
+    assert rules.trackers["host.load1"].streak == 0
 
 
 def test_anomaly_rule_needs_consecutive_samples_after_warm_up() -> None:
-    monitor = _monitor(metrics=["host.load1"], z=2.5, warmup=20, consecutive=2)
-    assert not any(_feed(monitor, x) for x in _noisy(30))
-    assert _feed(monitor, 90.0) == []  # one anomalous sample is not enough
-    found = _feed(monitor, 90.0)
+    rules = _rules(metrics=["host.load1"], z=2.5, warmup=20, consecutive=2)
+    assert not any(_feed(rules, x) for x in _noisy(30))
+    assert _feed(rules, 90.0) == []  # one anomalous sample is not enough
+    found = _feed(rules, 90.0)
     assert [c.rule for c in found] == ["anomaly"]
     assert found[0].labels == {"metric": "host.load1", "host": "h1"}
     assert found[0].hold_for == 0.0
 
 
 def test_anomaly_rule_ignores_metrics_it_does_not_track() -> None:
-    monitor = _monitor(metrics=["host.cpu_percent"], z=2.5, warmup=5, consecutive=1)
-    assert not any(_feed(monitor, x) for x in [*_noisy(30), 900.0, 900.0])
-    assert monitor._ewma == {}
+    rules = _rules(metrics=["host.cpu_percent"], z=2.5, warmup=5, consecutive=1)
+    assert not any(_feed(rules, x) for x in [*_noisy(30), 900.0, 900.0])
+    assert rules.trackers == {}
 
 
 def test_anomaly_rule_with_default_settings_alerts_on_a_sustained_jump() -> None:
     """Until 6266420, the anomalous sample inflated the variance: the next sample of any step had
     z = 3.0, so with the defaults (z 4, consecutive 3) a sustained jump never alerted."""
-    monitor = _monitor(metrics=["host.load1"])  # defaults: alpha 0.1, z 4, warmup 30, consecutive 3
-    assert not any(_feed(monitor, x) for x in _noisy(40))
-    found = [c for x in [90.0] * 10 for c in _feed(monitor, x)]
+    rules = _rules(metrics=["host.load1"])  # defaults: alpha 0.1, z 4, warmup 30, consecutive 3
+    assert not any(_feed(rules, x) for x in _noisy(40))
+    found = [c for x in [90.0] * 10 for c in _feed(rules, x)]
     assert found and {c.rule for c in found} == {"anomaly"}
 
 
 def test_anomaly_rule_adapts_to_a_lasting_level_shift() -> None:
-    monitor = _monitor(metrics=["host.load1"])  # the defaults
-    assert not any(_feed(monitor, x) for x in _noisy(40))
-    flagged = [bool(_feed(monitor, x)) for x in _noisy(200, seed=9, mean=90.0)]
+    rules = _rules(metrics=["host.load1"])  # the defaults
+    assert not any(_feed(rules, x) for x in _noisy(40))
+    flagged = [bool(_feed(rules, x)) for x in _noisy(200, seed=9, mean=90.0)]
     assert any(flagged[:20])  # the jump is news...
     assert not any(flagged[-100:])  # ...and then the new normal
 

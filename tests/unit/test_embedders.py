@@ -255,9 +255,8 @@ class FakeEmbeddings:
 
 
 def test_openai_embedder_batches_orders_and_normalises() -> None:
-    embedder = OpenAIEmbedder(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
     fake = FakeEmbeddings()
-    embedder._client = SimpleNamespace(embeddings=fake)  # type: ignore[assignment]
+    embedder = OpenAIEmbedder(client=SimpleNamespace(embeddings=fake))
     texts = ["x" * n for n in range(250)]
     vectors = embedder.embed(texts)
     assert [len(batch) for batch in fake.batches] == [100, 100, 50]

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from agents.ai.embedders.base import FloatArray, normalise_rows
 
-if TYPE_CHECKING:
-    import openai
+
+class EmbeddingsAPI(Protocol):
+    """The one call of ``openai.OpenAI().embeddings`` that the embedder makes."""
+
+    def create(self, *, model: str, input: list[str]) -> Any:
+        """Embed ``input``; the response has ``data``, items with ``index`` and ``embedding``."""
+
+
+class EmbeddingsClient(Protocol):
+    """What the embedder needs of an ``openai.OpenAI`` client (a test can pass a stand-in)."""
+
+    @property
+    def embeddings(self) -> EmbeddingsAPI:
+        """The embeddings endpoint."""
 
 
 class OpenAIEmbedder:
@@ -17,13 +29,22 @@ class OpenAIEmbedder:
 
     batch_size = 100
 
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
-        import openai
-
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: EmbeddingsClient | None = None,
+    ) -> None:
+        """Use ``client`` when given, else an ``openai.OpenAI(api_key=..., base_url=...)``."""
         self.model = "text-embedding-3-small"
         self.dim = 1536
         self.max_tokens = 8191
-        self._client: openai.OpenAI = openai.OpenAI(api_key=api_key, base_url=base_url)
+        if client is None:
+            import openai
+
+            client = openai.OpenAI(api_key=api_key, base_url=base_url)
+        self._client: EmbeddingsClient = client
 
     def count_tokens(self, text: str) -> int:
         """Rough token count (about four characters a token) without a tokenizer."""
