@@ -16,6 +16,7 @@ from agents.runtime.supervisor import Supervisor
 from bus import ai
 from bus.client import Bus
 from bus.config import Settings
+from tests.waiting import eventually
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -33,10 +34,7 @@ async def ai_help_running(settings: Settings, *, agent: bool = True) -> AsyncIte
         supervisor = Supervisor(bus, [AIHelpAgent(bus)])
         running = asyncio.create_task(supervisor.run())
         try:
-            deadline = asyncio.get_running_loop().time() + 15
-            while not await ai.is_ai_help_running(bus.pool):
-                assert asyncio.get_running_loop().time() < deadline, "ai-help never started"
-                await asyncio.sleep(0.05)
+            await eventually(lambda: ai.is_ai_help_running(bus.pool), timeout=15, what="ai-help running")
             yield bus
         finally:
             supervisor.stop()

@@ -8,7 +8,6 @@ SIGTERM first, SIGKILL if it does not exit.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from tests.conftest import BGAGENTS
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -107,16 +107,8 @@ class Fleet:
                 proc.wait()
 
     async def wait(self, probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-        """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = await probe()
-            if value:
-                return value
-            if loop.time() >= deadline:
-                raise AssertionError(f"not within {timeout}s: {what} (last: {value!r})\n{self.report()}")
-            await asyncio.sleep(0.1)
+        """Poll ``probe`` until it returns something truthy; on timeout, fail with the processes' logs."""
+        return await eventually(probe, timeout=timeout, what=what, interval=0.1, detail=self.report)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:

@@ -13,6 +13,7 @@ from tests.ai_setup import ai_help_running
 from tests.conftest import BGAGENTS
 from tests.integration.test_langsmith import API_KEY, StubLangSmith, stub  # noqa: F401 (a fixture)
 from tests.stubs.openai_stub import RECORDED, make_app
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = """
@@ -55,14 +56,15 @@ async def test_ask_streams_with_citations_and_reaches_langsmith(
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
-            while not await bus.pool.fetchval(
-                "select count(*) = 2 from bg.agents where status = 'running' "
-                "and name in ('ai-help', 'langsmith-bridge')"
-            ):
-                assert loop.time() < deadline, "the agents never started"
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: bus.pool.fetchval(
+                    "select count(*) = 2 from bg.agents where status = 'running' "
+                    "and name in ('ai-help', 'langsmith-bridge')"
+                ),
+                timeout=30,
+                what="ai-help and langsmith-bridge running",
+                interval=0.1,
+            )
             ask = await asyncio.create_subprocess_exec(
                 *BGAGENTS,
                 "ask",
@@ -79,10 +81,13 @@ async def test_ask_streams_with_citations_and_reaches_langsmith(
             assert "[1] " in text and "README.md — Background Agents > Use it from SQL" in text
             assert openai_stub.app[RECORDED][0]["stream"] is True
 
-            deadline = loop.time() + 30
-            while not await bus.pool.fetchval("select forwarded_at is not null from bg.llm_conversations"):
-                assert loop.time() < deadline, f"never forwarded; stub saw {stub.statuses}"
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: bus.pool.fetchval("select forwarded_at is not null from bg.llm_conversations"),
+                timeout=30,
+                what="the conversation forwarded to LangSmith",
+                interval=0.1,
+                detail=lambda: f"the stub saw {stub.statuses}",
+            )
             row = await bus.pool.fetchrow("select forward_attempts, mode from bg.llm_conversations")
             assert row["mode"] == "chat" and row["forward_attempts"] >= 1
             assert stub.statuses[:2] == [500, 500]

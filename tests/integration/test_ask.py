@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from bus import ai
 from bus.client import Bus
 from tests.ai_setup import ai_help_running
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,14 +57,14 @@ async def test_ask_from_sql_lands_in_help_requests(helper: Bus, db_url: str) -> 
     conn = await asyncpg.connect(db_url)
     try:
         request_id = await conn.fetchval("select bg.ask('how do I enqueue a task from SQL?')")
-        deadline = asyncio.get_running_loop().time() + 30
-        while (
-            row := await conn.fetchrow(
+
+        async def answered() -> asyncpg.Record | None:
+            row = await conn.fetchrow(
                 "select status, answer, citations from bg.help_requests where id = $1", request_id
             )
-        )["status"] != "answered":
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.1)
+            return row if row["status"] == "answered" else None
+
+        row = await eventually(answered, timeout=30, what=f"help request {request_id} answered", interval=0.1)
         assert "Use it from SQL" in row["answer"] or "Use it from SQL" in row["citations"]
         with pytest.raises(asyncpg.InvalidParameterValueError) as err:
             await conn.fetchval("select bg.ask('')")

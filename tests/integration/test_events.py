@@ -14,6 +14,7 @@ import pytest
 from bus.client import Bus
 from bus.errors import InvalidArgument
 from bus.events import BEGINNING, CursorExpired, Event
+from tests.waiting import signalled
 
 
 @pytest.fixture
@@ -57,10 +58,20 @@ async def test_sql_publish_reaches_a_subscriber_and_a_listen_session(bus: Bus, d
         await listener.close()
 
 
-async def test_without_a_cursor_only_live_events_arrive(bus: Bus) -> None:
+async def test_without_a_cursor_only_live_events_arrive(bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
     await bus.publish("old", {"n": 0})
+    cursor_taken = asyncio.Event()
+    current_cursor = bus.events.current_cursor
+
+    async def signalling_current_cursor() -> str:
+        cursor = await current_cursor()
+        cursor_taken.set()
+        return cursor
+
+    # A subscriber without a cursor starts from bus.events.current_cursor(): publish once it has.
+    monkeypatch.setattr(bus.events, "current_cursor", signalling_current_cursor)
     waiter = asyncio.create_task(collect(bus, 1, None))
-    await asyncio.sleep(0.2)  # let the subscriber take its starting cursor
+    await signalled(cursor_taken, timeout=10, what="the subscriber took its starting cursor")
     await bus.publish("new", {"n": 1})
     [event] = await waiter
     assert event.channel == "new"
@@ -115,7 +126,7 @@ async def test_eight_concurrent_publishers_exactly_once_and_resume_from_any_curs
                 # Take the transaction id first, then the event id later: xid
                 # order, id order and commit order all disagree.
                 await conn.fetchval("select pg_current_xact_id()")
-                await asyncio.sleep(rng.random() * 0.005)
+                await asyncio.sleep(rng.random() * 0.005)  # random jitter for interleavings, not a wait
                 ids.append(
                     await conn.fetchval(
                         "select bg.publish('race', jsonb_build_object('p', $1::int, 'n', $2::int))", index, n
@@ -171,6 +182,8 @@ async def test_malformed_cursor_and_channel_are_refused_with_a_hint(bus: Bus) ->
 async def test_terminated_listen_connection_loses_and_duplicates_nothing(bus: Bus, db_url: str) -> None:
     start = await bus.events.current_cursor()
     total = 60
+    reconnected = asyncio.Event()
+    bus.notifier.on_reconnect(reconnected.set)
     subscriber = asyncio.create_task(collect(bus, total, start, ["heal"], timeout=60))
     admin = await asyncpg.connect(db_url)
     try:
@@ -183,10 +196,8 @@ async def test_terminated_listen_connection_loses_and_duplicates_nothing(bus: Bu
         await admin.close()
     delivered = await subscriber
     assert [e.payload["n"] for e in delivered] == list(range(total))
-    deadline = asyncio.get_running_loop().time() + 15
-    while bus.notifier.reconnects < 1:
-        assert asyncio.get_running_loop().time() < deadline, "the notifier never reconnected"
-        await asyncio.sleep(0.05)
+    await signalled(reconnected, timeout=15, what="the notifier reconnected")
+    assert bus.notifier.reconnects >= 1
 
 
 class SilencingProxy:
@@ -257,13 +268,13 @@ async def test_notifier_notices_a_silent_connection_and_reconnects(db_url: str, 
     through_proxy = await proxy.start()
     notifier = Notifier(settings_for(db_url), through_proxy, ping_interval=0.2, ping_timeout=0.3)
     await notifier.start()
+    reconnected = asyncio.Event()
+    notifier.on_reconnect(reconnected.set)
     try:
         first_pid = notifier.server_pid
         proxy.silence()
-        deadline = asyncio.get_running_loop().time() + 10
-        while notifier.reconnects < 1:
-            assert asyncio.get_running_loop().time() < deadline, "the silent connection went unnoticed"
-            await asyncio.sleep(0.05)
+        await signalled(reconnected, timeout=10, what="the silent connection noticed and replaced")
+        assert notifier.reconnects >= 1
         assert notifier.connected.is_set() or await asyncio.wait_for(notifier.connected.wait(), 5)
         assert notifier.server_pid not in (None, first_pid)
     finally:

@@ -16,15 +16,16 @@ from bus import db, embedded, migrate
 from bus.client import Bus
 from bus.config import load_settings
 from tests.conftest import BGAGENTS
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def wait_for_status(conn: asyncpg.Connection, task_id: int, status: str, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while await conn.fetchval("select status from bg.tasks where id = $1", task_id) != status:
-        assert asyncio.get_running_loop().time() < deadline, f"task {task_id} never became {status}"
-        await asyncio.sleep(0.05)
+    async def reached() -> bool:
+        return bool(await conn.fetchval("select status from bg.tasks where id = $1", task_id) == status)
+
+    await eventually(reached, timeout=timeout, what=f"task {task_id} {status}")
 
 
 def start_worker(
@@ -119,16 +120,22 @@ async def test_server_restart_during_publishing_loses_and_duplicates_nothing() -
                     user=server.system_user,
                 )
 
+            async def published(n: int) -> int | None:
+                try:
+                    return await bus.publish("restart", {"n": n})
+                except db.DB_ERRORS:
+                    return None  # the server is restarting: publish again
+
             restarting = None
             for n in range(200):
                 if n == 60:
                     restarting = asyncio.get_running_loop().run_in_executor(None, restart)
-                while True:
-                    try:
-                        acknowledged.append(await bus.publish("restart", {"n": n}))
-                        break
-                    except db.DB_ERRORS:
-                        await asyncio.sleep(0.1)  # the server is restarting: publish again
+                acknowledged.append(
+                    await eventually(
+                        lambda n=n: published(n), timeout=60, what=f"event {n} published", interval=0.1
+                    )
+                )
+                # Pacing, not waiting: spread the 200 events so the restart lands mid-stream.
                 await asyncio.sleep(0.005)
             assert restarting is not None
             await restarting
@@ -139,10 +146,12 @@ async def test_server_restart_during_publishing_loses_and_duplicates_nothing() -
                     "select id from bg.events where channel = 'restart' order by xid, id"
                 )
             ]
-            deadline = asyncio.get_running_loop().time() + 30
-            while len(delivered) < len(stored):
-                assert asyncio.get_running_loop().time() < deadline, "events went missing"
-                await asyncio.sleep(0.05)
+            await eventually(
+                lambda: len(delivered) >= len(stored),
+                timeout=30,
+                what="every stored event delivered",
+                detail=lambda: f"{len(delivered)} of {len(stored)} delivered",
+            )
             reader.cancel()
             assert delivered == stored  # each stored event once, in order
             assert set(acknowledged) <= set(delivered)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from bus.errors import InvalidArgument, NotFound
 from bus.queue import Options, TaskCancelled, TaskFailed
 from bus.waker import QueueWaker
 from bus.worker import Task, Worker, WorkerConfig, backoff_delay
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,22 +31,6 @@ async def bus(db_url: str, settings_for: Callable[..., Any]) -> AsyncIterator[Bu
     b = await Bus.open(settings_for(db_url))
     yield b
     await b.close()
-
-
-async def eventually(
-    predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager
@@ -129,7 +113,9 @@ async def test_bus_worker_overrides_fields_of_the_given_config(bus: Bus) -> None
 async def test_a_notify_wakes_one_idle_waiter_and_a_due_time_wakes_them_all() -> None:
     waker = QueueWaker()
     waiters = [asyncio.create_task(waker.wait(10)) for _ in range(3)]
-    await asyncio.sleep(0)  # one loop turn: each waiter registers as idle
+    # Not a wait for time to pass: a yield of exactly one loop turn, in which each new task
+    # runs up to its first suspension, and that is where QueueWaker.wait registers it as idle.
+    await asyncio.sleep(0)
     waker.on_notify("q")
     done, pending = await asyncio.wait(waiters, timeout=1, return_when=asyncio.FIRST_COMPLETED)
     assert len(done) == 1 and len(pending) == 2
@@ -154,7 +140,9 @@ async def test_a_failed_attempt_is_rescheduled_by_the_backoff_delay(bus: Bus) ->
     # base 10 s: the first retry is due 5-10 s after the failure.
     task_id = await bus.queue.enqueue("backoff", max_attempts=3)
     async with running(bus.worker("backoff", always_fails, backoff_base=10.0), grace=0.1):
-        await eventually(lambda: has_status(bus, task_id, "queued", attempts=1), what="first failure")
+        await eventually(
+            lambda: has_status(bus, task_id, "queued", attempts=1), timeout=10, what="first failure"
+        )
         due_in = await bus.pool.fetchval(
             "SELECT extract(epoch FROM run_at - now())::float8 FROM bg.tasks WHERE id = $1", task_id
         )
@@ -214,7 +202,7 @@ async def test_failed_tasks_can_be_retried_by_hand(bus: Bus) -> None:
     ids = [await bus.queue.enqueue("manual", {"n": n}, max_attempts=1) for n in range(3)]
     async with running(bus.worker("manual", handler, backoff_base=0.05)):
         for task_id in ids:
-            await eventually(lambda t=task_id: has_status(bus, t, "failed"), what="dead letter")
+            await eventually(lambda t=task_id: has_status(bus, t, "failed"), timeout=10, what="dead letter")
         broken = False
 
         assert await bus.queue.retry(ids[0]) is True
@@ -269,7 +257,7 @@ async def test_higher_priority_runs_first(bus: Bus) -> None:
     for name, priority in [("low-a", 0), ("mid-a", 5), ("one", 1), ("top", 10), ("mid-b", 5), ("low-b", 0)]:
         await bus.queue.enqueue("prio", {"name": name}, priority=priority)
     async with running(bus.worker("prio", handler, concurrency=1, batch=1)):
-        await eventually(lambda: len(order) == 6, what="all six tasks")
+        await eventually(lambda: len(order) == 6, timeout=10, what="all six tasks")
     assert order == ["top", "mid-a", "mid-b", "one", "low-a", "low-b"]
 
 
@@ -315,7 +303,7 @@ async def test_a_handler_past_its_timeout_is_cancelled_and_counts_as_a_failure(b
 
     async def sleeper(task: Task) -> None:
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(30)  # a handler that outlives its timeout, not a wait
         except asyncio.CancelledError:
             interrupted.append(task.attempt)
             raise
@@ -342,7 +330,7 @@ async def test_a_global_limit_holds_across_workers(bus: Bus) -> None:
         now_running += 1
         peak = max(peak, now_running)
         try:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the handler's work: long enough for the tasks to overlap
         finally:
             now_running -= 1
         return int(task.payload["n"])
@@ -367,7 +355,7 @@ async def test_a_global_limit_holds_across_workers(bus: Bus) -> None:
 
 async def test_a_slot_freed_under_the_global_limit_is_reused_at_once(bus: Bus) -> None:
     async def handler(task: Task) -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the handler's work: 50 ms a task, so the limit shows in the total
 
     await bus.queue.set_limit("limited", 1)
     ids = await bus.queue.enqueue_many("limited", [{}] * 4)
@@ -398,7 +386,7 @@ async def test_a_worker_held_back_by_the_limit_does_not_hammer_the_database(
     await bus.queue.set_limit("held", 1)
     first, second = await bus.queue.enqueue_many("held", [{}, {}])
     async with running(bus.worker("held", handler, concurrency=5, poll_interval=0.5)):
-        await eventually(lambda: has_status(bus, first, "running"), what="the first task")
+        await eventually(lambda: has_status(bus, first, "running"), timeout=10, what="the first task")
         before = claims
         await asyncio.sleep(1.0)  # measuring a rate over a fixed window, not waiting for a state
         during = claims - before
@@ -618,7 +606,7 @@ async def test_a_graceful_stop_releases_unfinished_tasks(bus: Bus) -> None:
     worker = bus.worker("stop", handler, lease=60)
     run = asyncio.create_task(worker.run())
     try:
-        await eventually(lambda: started == {"quick", "stuck"}, what="both tasks to start")
+        await eventually(lambda: started == {"quick", "stuck"}, timeout=10, what="both tasks to start")
         stopping.set()
         worker.stop(grace=0.3)
         await asyncio.wait_for(run, 10)

@@ -6,10 +6,11 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import BGAGENTS
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,8 +45,9 @@ def test_readme_custom_agent_example(db_url: str, cli_env: dict[str, str], tmp_p
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout.splitlines()[-1]) == {"text": "Hello, Ada!"}
 
-        deadline = time.monotonic() + 20
-        while True:
+        last_status = [""]
+
+        def greeter_running() -> dict[str, Any] | None:
             status = subprocess.run(
                 [*BGAGENTS, "status", "--json"],
                 cwd=tmp_path,
@@ -54,12 +56,19 @@ def test_readme_custom_agent_example(db_url: str, cli_env: dict[str, str], tmp_p
                 text=True,
                 timeout=30,
             )
+            last_status[0] = status.stdout
             agents = {a["name"]: a for a in json.loads(status.stdout)["agents"]}
-            if agents.get("greeter", {}).get("status") == "running":
-                break
-            assert time.monotonic() < deadline, status.stdout
-            time.sleep(0.2)
-        assert agents["greeter"]["health"] == "up"
+            greeter: dict[str, Any] | None = agents.get("greeter")
+            return greeter if greeter is not None and greeter["status"] == "running" else None
+
+        greeter = wait_until(
+            greeter_running,
+            timeout=20,
+            what="greeter running in `bgagents status`",
+            interval=0.2,
+            detail=lambda: last_status[0],
+        )
+        assert greeter["health"] == "up"
         events = subprocess.run(
             [
                 *BGAGENTS,
