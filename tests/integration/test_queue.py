@@ -498,6 +498,7 @@ async def test_each_schedule_tick_is_enqueued_exactly_once(
 
             async def fire_loop(conn: asyncpg.Connection, go: asyncio.Event = go) -> None:
                 await go.wait()
+                # A fixed window of racing, not a wait: every connection fires for 0.3 s.
                 deadline = time.monotonic() + 0.3
                 while time.monotonic() < deadline:
                     fired.append(await schedules.fire_due(conn))
