@@ -150,18 +150,41 @@ class AlertBook:
             ],
         }
         assert self.webhook_url is not None
-        delay = 1.0
-        for attempt in range(1, 6):
-            try:
-                async with (
-                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-                    session.post(self.webhook_url, json=body) as resp,
-                ):
-                    if resp.status < 300:
-                        return
-                    reason = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = str(exc) or type(exc).__name__
-            logger.warning("webhook for alert %s failed (attempt %d): %s", alert["id"], attempt, reason)
+        await deliver(self.webhook_url, body, what=f"alert {alert['id']}")
+
+
+async def deliver(
+    url: str, body: dict[str, Any], *, what: str = "alert", attempts: int = 5, first_delay: float = 1.0
+) -> bool:
+    """POST ``body`` to the webhook ``url``, retrying with backoff; whether it was delivered.
+
+    Redirects are not followed (the body would go to wherever the receiver
+    points): a 3xx is a failed delivery, logged with where it pointed, and not
+    retried, since the same URL would answer the same.
+    """
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.post(url, json=body, allow_redirects=False) as resp,
+            ):
+                if resp.status < 300:
+                    return True
+                if resp.status < 400:
+                    logger.error(
+                        "webhook for %s not delivered: the receiver answered HTTP %d, a redirect to %s; "
+                        "redirects are not followed, so set the webhook to the final URL",
+                        what,
+                        resp.status,
+                        resp.headers.get("Location", "(no Location)"),
+                    )
+                    return False
+                reason = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+        logger.warning("webhook for %s failed (attempt %d): %s", what, attempt, reason)
+        if attempt < attempts:
             await asyncio.sleep(delay)
             delay *= 2
+    return False
