@@ -36,7 +36,10 @@ __all__ = ["Cancelled", "Handler", "Task", "Worker", "WorkerConfig", "backoff_de
 logger = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "bg_task_cancel"
-"""The channel on which ``bg.cancel_task`` names a running task to stop."""
+"""The channel on which ``bg.cancel_task`` names a running task to stop.
+
+Any login may NOTIFY on it, so a notification is only a hint: the worker reads the
+task's row and cancels the handler only when the row says ``cancel_requested``."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._grace = 10.0
         self._paused = False
+        self._cancel_checks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -123,6 +127,8 @@ class Worker:
         finally:
             for u in undo:
                 u()
+            for check in list(self._cancel_checks):
+                check.cancel()
             helpers[1].cancel()
             await self._drain_inflight()
             self._stopping.set()
@@ -230,9 +236,30 @@ class Worker:
 
     def _on_cancel_notify(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
-            entry = self._inflight.get(int(payload))
-            if entry is not None:
-                entry[0].request_cancel()
+            task_id = int(payload)
+            if task_id in self._inflight:
+                check = asyncio.create_task(self._check_cancel(task_id), name=f"worker-{self.queue}-cancel")
+                self._cancel_checks.add(check)
+                check.add_done_callback(self._cancel_checks.discard)
+
+    async def _check_cancel(self, task_id: int) -> None:
+        """Cancel a running task's handler only if its row asks for it (a NOTIFY proves nothing)."""
+        try:
+            requested = await db.run(self.pool, "queue_cancel_requested", task_id, self.worker_id)
+        except db.DB_ERRORS as exc:
+            logger.warning(
+                "worker %s: could not read the cancel flag of task %s: %s", self.queue, task_id, exc
+            )
+            return  # the next lease renewal reads the flag again
+        entry = self._inflight.get(task_id)
+        if requested and entry is not None:
+            entry[0].request_cancel()
+        elif not requested:
+            logger.info(
+                "worker %s: ignored a cancel notification for task %s: its row asks for none",
+                self.queue,
+                task_id,
+            )
 
     # --- running --------------------------------------------------------------------
 

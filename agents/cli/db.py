@@ -13,7 +13,7 @@ import click
 
 from agents.cli.doctor import print_checks
 from agents.cli.root import fail, run_coroutine, settings_of
-from bus import embedded, health, migrate
+from bus import embedded, health, migrate, roles
 from bus.client import Bus
 from bus.config import Settings, load_settings
 from bus.server import resolve_url
@@ -93,10 +93,20 @@ def db_group() -> None:
 
 
 @db_group.command("url")
+@click.option(
+    "--role",
+    type=click.Choice(sorted(roles.GROUPS)),
+    default=None,
+    help="A URL for another app: a LOGIN role in bg_reader, bg_writer or bg_runtime (made if needed).",
+)
 @click.pass_context
-def db_url(ctx: click.Context) -> None:
+def db_url(ctx: click.Context, role: str | None) -> None:
     """Print the connection URL, starting the embedded server if needed."""
-    click.echo(resolve_url(settings_of(ctx)))
+    settings = settings_of(ctx)
+    if role is None:
+        click.echo(resolve_url(settings))
+        return
+    click.echo(run_coroutine(roles.app_url(settings, role)))
 
 
 @db_group.command("start")
