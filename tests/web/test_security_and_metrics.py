@@ -309,7 +309,8 @@ async def test_with_a_token_cross_origin_cookie_writes_are_refused_but_bearer_cl
 
 EVERYWHERE = {
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 
