@@ -205,7 +205,10 @@ async def migrate(
     report = MigrationReport()
     await _take_lock(conn, lock_timeout)
     try:
-        await conn.execute(db.sql_text("migrate_bootstrap"))
+        if not await db.run(conn, "migrate_ledger_exists"):
+            # Only then: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+            # the schema exists, which a runtime role (bg_runtime) rightly lacks.
+            await conn.execute(db.sql_text("migrate_bootstrap"))
         applied = {r["version"]: r["checksum"] for r in await db.run(conn, "migrate_applied")}
         for migration in migrations:
             if migration.version in applied:
