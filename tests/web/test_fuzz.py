@@ -8,8 +8,9 @@ makes up. Every response must match its documented status, content type,
 headers and schema, and none may be a 5xx, except a 503 where it is the
 documented answer: ``/api/health`` when unhealthy, and the AI routes when the
 ai-help agent is not running (it never is here). The SSE endpoint is not read
-to its end: a 200 must be ``text/event-stream``, anything else is checked
-like any response. The run is bounded: few examples per operation, no
+to its end: a 200 must be ``text/event-stream``, start with a ``hello`` and
+stay open (or end with a ``reset`` or ``retry`` event); anything else is
+checked like any response. The run is bounded: few examples per operation, no
 deadline, and a timeout per operation.
 """
 
@@ -26,7 +27,7 @@ import pytest
 import requests
 import schemathesis
 from aiohttp import web
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -39,7 +40,7 @@ from bus import metrics as samples
 from bus.client import Bus
 from bus.config import Settings
 from web.api.openapi import document
-from web.app import create_app
+from web.app import create_app, server_options
 
 TOKEN = "fuzz-token-0123456789"
 
@@ -56,8 +57,21 @@ CHECKS = [
 DOCUMENTED_503 = {"/api/health", "/api/search", "/api/help"}
 """Where a 503 is the documented answer here, not a failure."""
 
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
-"""Operation (method, path) -> the reported failure it still has: xfail(strict=False) only for these."""
+
+def _octal_looking_cursor(case: Any) -> bool:
+    """Known failure 1: a cursor whose xid has a leading zero (``08:1``).
+
+    ``bus.events.parse_cursor`` takes it, but PostgreSQL reads ``xid8`` input
+    with base prefixes (a leading 0 means octal): ``08`` is refused, so the stream
+    answers 200, sends its hello and closes without a ``reset``; ``010`` is read
+    as 8, not 10. Reported to the owners of bus/events.py and web/sse.py.
+    """
+    cursors = [(case.headers or {}).get("Last-Event-ID"), (case.query or {}).get("after")]
+    return any(isinstance(c, str) and len(c) > 1 and c[0] == "0" and c[1].isdigit() for c in cursors)
+
+
+KNOWN_FAILURES: dict[str, Callable[[Any], bool]] = {"cursor with a leading zero": _octal_looking_cursor}
+"""Inputs that still fail, each reproduced by an xfail test below; the fuzz leaves them out."""
 
 schema = schemathesis.openapi.from_dict(document())
 
@@ -107,11 +121,15 @@ class Server:
             return
         self.ready.set()
         self.loop.run_forever()
+        leftover = asyncio.all_tasks(self.loop)
+        for task in leftover:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         self.loop.close()
 
     async def _start(self) -> None:
         await _seed(self.settings)
-        self.runner = web.AppRunner(create_app(self.settings), shutdown_timeout=2)
+        self.runner = web.AppRunner(create_app(self.settings), **server_options(self.settings))
         await self.runner.setup()
         await web.TCPSite(self.runner, self.settings.host, self.settings.port).start()
 
@@ -145,15 +163,48 @@ def target(
         yield base_url, headers
 
 
+SILENCE = 0.3
+"""Seconds a stream must stay open after its ``hello`` (and any replay) to count as alive."""
+
+
 def _stream(case: Any, base_url: str, headers: dict[str, str]) -> requests.Response:
-    """Open the SSE endpoint without reading the stream: a 200 is kept unread, an error read whole."""
+    """Open the SSE endpoint without reading it to its end: an error body is read whole."""
     kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
     kwargs.pop("timeout", None)
-    response = requests.request(**kwargs, stream=True, timeout=(5, 5))
-    if response.status_code == 200:
-        return response
-    assert response.content is not None  # an error body is short: read it for the checks
+    response = requests.request(**kwargs, stream=True, timeout=(5, 10))
+    if response.status_code != 200:
+        assert response.content is not None  # an error body is short: read it for the checks
     return response
+
+
+def _events_until_quiet(response: requests.Response) -> tuple[set[str], bool]:
+    """The event names a 200 stream sends until it has been quiet for SILENCE s, and whether it ended.
+
+    A stream that ends on its own right after the ``hello`` without a ``reset``
+    or ``retry`` event is the "200 and a silent close" that sends clients into
+    a reconnect loop.
+    """
+    seen: set[str] = set()
+    try:
+        for line in response.iter_lines(chunk_size=1024):
+            if line.startswith(b"event:"):
+                seen.add(line.partition(b":")[2].strip().decode())
+                if "hello" in seen and response.raw.connection is not None:
+                    sock = response.raw.connection.sock
+                    if sock is not None:
+                        sock.settimeout(SILENCE)  # from now on, quiet means alive
+    except requests.exceptions.ConnectionError:  # the read timed out: still open
+        return seen, False
+    return seen, True
+
+
+def _check_stream(response: requests.Response, sent: str) -> None:
+    assert response.headers["Content-Type"].startswith("text/event-stream"), sent
+    seen, ended = _events_until_quiet(response)
+    assert "hello" in seen, f"no hello event, got {sorted(seen)}: {sent}"
+    assert not ended or seen & {"reset", "retry"}, (
+        f"a 200 stream closed silently after {sorted(seen)}: {sent}"
+    )
 
 
 def _no_server_error(path: str, response: Any) -> None:
@@ -172,18 +223,16 @@ def _no_server_error(path: str, response: Any) -> None:
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_fuzz(case: Any, target: tuple[str, dict[str, str]], request: pytest.FixtureRequest) -> None:
+def test_fuzz(case: Any, target: tuple[str, dict[str, str]]) -> None:
     base_url, headers = target
     path = case.operation.path
-    known = KNOWN_FAILURES.get((case.method.upper(), path))
-    if known:
-        request.applymarker(pytest.mark.xfail(reason=known, strict=False))
+    assume(not any(known(case) for known in KNOWN_FAILURES.values()))
     if path == "/api/events":
         response = _stream(case, base_url, headers)
         try:
             _no_server_error(path, response)
             if response.status_code == 200:
-                assert response.headers["Content-Type"].startswith("text/event-stream")
+                _check_stream(response, case.as_curl_command())
             else:
                 case.validate_response(response, checks=CHECKS)
         finally:
@@ -192,3 +241,22 @@ def test_fuzz(case: Any, target: tuple[str, dict[str, str]], request: pytest.Fix
     response = case.call(base_url=base_url, headers=headers, timeout=30)
     _no_server_error(path, response)
     case.validate_response(response, checks=CHECKS)
+
+
+@pytest.mark.xfail(
+    reason="known failure 1: cursor with a leading zero (see _octal_looking_cursor)", strict=False
+)
+@pytest.mark.parametrize("target", ["open"], indirect=True)
+@pytest.mark.parametrize("cursor", ["08:1", "09:5"])
+def test_known_failure_cursor_with_a_leading_zero(cursor: str, target: tuple[str, dict[str, str]]) -> None:
+    base_url, headers = target
+    response = requests.get(
+        f"{base_url}/api/events", headers={**headers, "Last-Event-ID": cursor}, stream=True, timeout=(5, 10)
+    )
+    try:
+        if response.status_code == 200:  # a 400 naming the cursor, or a stream that stays open
+            _check_stream(response, f"Last-Event-ID: {cursor}")
+        else:
+            assert response.status_code == 400, response.text
+    finally:
+        response.close()
