@@ -117,6 +117,15 @@ async def test_a_body_that_is_not_utf8(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=no-such-charset", "application/x-www-form-urlencoded; charset=nope"],
+)
+async def test_a_body_in_an_unknown_charset(client: TestClient, content_type: str) -> None:
+    resp = await client.post("/api/tasks/cancel", data=b"queue=q", headers={"Content-Type": content_type})
+    await assert_names(resp, "body")
+
+
+@pytest.mark.parametrize(
     ("url", "form", "param"),
     [
         ("/api/alerts/1/ack", {"comment": "a\x00b"}, "comment"),

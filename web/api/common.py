@@ -296,8 +296,8 @@ async def body(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
         try:
             raw = await request.text()
-        except UnicodeDecodeError:
-            raise BadParameter("parameter 'body' is not UTF-8") from None
+        except (UnicodeDecodeError, LookupError):
+            raise BadParameter("parameter 'body' is not text in its charset") from None
         data = parse_json(raw, check=False)
         if not isinstance(data, dict):
             raise BadParameter("parameter 'body' must be a JSON object")
@@ -309,7 +309,7 @@ async def body(request: web.Request) -> dict[str, Any]:
         return data
     try:
         form = await request.post()
-    except ValueError:
+    except (ValueError, LookupError):
         raise BadParameter("parameter 'body' is not a valid form") from None
     fields: dict[str, Any] = {}
     for key, value in form.items():
