@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from agents.ai import knowledge
 from agents.ai.embedders import Embedder, make_embedder
-from agents.cli.root import clean, settings_of
+from agents.cli.root import FiniteFloat, clean, settings_of
 from bus import ai
 from bus.client import Bus
 from bus.config import Settings
@@ -150,7 +150,7 @@ def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
 
 @click.command()
 @click.argument("question")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(1))
+@click.option("--timeout", default=120.0, show_default=True, type=FiniteFloat(1, 86400))
 @click.pass_context
 def ask(ctx: click.Context, question: str, timeout: float) -> None:
     """Ask the ai-help agent about the running system; the answer streams in, with citations."""
@@ -192,7 +192,7 @@ def ask(ctx: click.Context, question: str, timeout: float) -> None:
 
 
 @click.command()
-@click.option("--hours", default=1.0, show_default=True, type=click.FloatRange(0.01, 24 * 30))
+@click.option("--hours", default=1.0, show_default=True, type=FiniteFloat(0.01, 24 * 30))
 @click.pass_context
 def report(ctx: click.Context, hours: float) -> None:
     """Have the ai-help agent write a system report now, and print it."""

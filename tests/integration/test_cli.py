@@ -216,6 +216,8 @@ def test_db_stop_with_database_url_names_the_fix(db_url: str, cli_env: dict[str,
         (["run", "h4_cli_syntax:Agent"], ["h4_cli_syntax", "SyntaxError"]),
         (["search", "x" * 1001], ["'q'", "1000"]),
         (["ask", "why " * 20], ["'question'", "at most 10"]),
+        (["ask", "why?", "--timeout", "nan"], ["--timeout"]),
+        (["report", "--hours", "nan"], ["--hours"]),
     ],
 )
 def test_bad_input_is_one_line(
