@@ -184,8 +184,9 @@ BIGINT_MAX = 2**63 - 1
 def parse_cursor(cursor: str) -> tuple[int, int]:
     """Check a cursor's shape in Python (the SQL functions check it too).
 
-    Only ASCII digits count (``int()`` would take ``'１２'``), and both halves
-    must fit a ``bigint``; anything else is an :class:`InvalidArgument`.
+    Only ASCII digits count (``int()`` would take ``'１２'``), without a leading
+    zero, and both halves must fit a ``bigint``; anything else is an
+    :class:`InvalidArgument`.
     """
     xid, sep, event_id = cursor.partition(":")
     if not sep or not _is_bigint(xid) or not _is_bigint(event_id):
@@ -195,4 +196,11 @@ def parse_cursor(cursor: str) -> tuple[int, int]:
 
 
 def _is_bigint(digits: str) -> bool:
-    return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit() and int(digits) <= BIGINT_MAX
+    """ASCII digits without a leading zero (PostgreSQL reads ``010`` as octal ``xid8``), within bigint."""
+    return (
+        0 < len(digits) <= 19
+        and digits.isascii()
+        and digits.isdigit()
+        and (digits == "0" or digits[0] != "0")
+        and int(digits) <= BIGINT_MAX
+    )

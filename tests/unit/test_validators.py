@@ -98,7 +98,23 @@ def test_parse_cursor_takes_ascii_digits_within_bigint(cursor: str) -> None:
 
 @pytest.mark.parametrize(
     "cursor",
-    ["１２:３", "12:３", "٣:1", f"{BIG + 1}:1", f"1:{BIG + 1}", "1", ":", "1:", "-1:2", "1:2:3", " 1:2"],
+    [
+        "１２:３",
+        "12:３",
+        "٣:1",
+        f"{BIG + 1}:1",
+        f"1:{BIG + 1}",
+        "1",
+        ":",
+        "1:",
+        "-1:2",
+        "1:2:3",
+        " 1:2",
+        "08:1",
+        "010:1",
+        "1:01",
+        "00:0",
+    ],
 )
 def test_parse_cursor_refuses(cursor: str) -> None:
     with pytest.raises(InvalidArgument, match="malformed event cursor"):

@@ -54,6 +54,7 @@ async def assert_names(resp: Any, param: str) -> None:
         ("GET", "/api/events?after=%EF%BC%91%EF%BC%92:3", "after"),
         ("GET", f"/api/events?after={HUGE}:1", "after"),
         ("GET", f"/api/events?after=1:{HUGE}", "after"),
+        ("GET", "/api/events?after=08:1", "after"),  # PostgreSQL would read it as octal
         ("POST", "/api/agents/a%00b/command", "name"),
     ],
 )
