@@ -15,7 +15,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from bus import counters
 from bus import health as system
@@ -85,6 +84,11 @@ async def _families(app: web.Application) -> list[Metric]:
     return [status, health, age, alerts, tasks, depth, oldest, events, clients, *await _counters(app)]
 
 
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus-client writes ``le`` (``0.005``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 async def _counters(app: web.Application) -> list[Metric]:
     """The monotonic counters kept in the database (they survive pruning and restarts)."""
     kept = await counters.read(app[BUS].pool)
@@ -106,7 +110,7 @@ async def _counters(app: web.Application) -> list[Metric]:
         labels=["queue"],
     )
     for histogram in kept.claim_latency:
-        buckets = [(floatToGoString(bound), value) for bound, value in histogram.buckets]
+        buckets = [(_le(bound), value) for bound, value in histogram.buckets]
         latency.add_metric([histogram.queue], buckets, histogram.total)
     return [finished, published, latency]
 
