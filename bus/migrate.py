@@ -293,9 +293,10 @@ async def is_current(conn: db.Connection) -> bool:
 
 
 async def apply(settings: Settings) -> MigrationReport:
-    """:func:`migrate` on a connection of its own to the configured database, then the
-    limits the bg functions enforce set from ``settings``."""
-    async with db.connection(settings) as conn:
+    """:func:`migrate` on a direct connection of its own (the migration lock is a session
+    lock, which a pooler in transaction mode would not keep), then the limits the bg
+    functions enforce set from ``settings``."""
+    async with db.connection(settings, db.listen_url(settings)) as conn:
         report = await migrate(conn)
         await db.sync_limits(conn, settings)
         return report
