@@ -110,7 +110,7 @@ class AIHelpAgent(Agent):
 
     async def handle_ask(self, task: Task) -> dict[str, Any]:
         """Answer a question, streaming it on the ``help`` channel as it is written."""
-        request = ai.AskRequest.from_dict(task.payload)
+        request = ai.AskRequest.from_dict(task.payload, max_chars=self.bus.settings.max_question_chars)
         question = request.question
         if not question:
             raise InvalidArgument("the question is empty")
