@@ -108,6 +108,8 @@ class Soak:
         self.began = time.monotonic()
         self.faults_done: list[Fault] = []
         self.notes: list[str] = []
+        self.failed_faults: list[str] = []
+        self.background: list[asyncio.Task[object]] = []
         self.outages: list[float] = []
 
     def base(self, role: str) -> str:
@@ -135,7 +137,8 @@ class Soak:
             )  # fmt: skip
             _, err = await proc.communicate()
             if proc.returncode != 0:
-                raise click.ClickException(f"bgagents db {action} failed: {err.decode().strip()}")
+                lines = err.decode().strip().splitlines() or ["no message"]
+                raise RuntimeError(f"bgagents db {action} failed: {lines[-1]}")
         self.outages.append(time.monotonic() - began)
         return f"server down and back in {self.outages[-1]:.1f} s"
 
@@ -179,6 +182,7 @@ class Soak:
                 detail = await self.apply(fault, bus, load, clients, ids)
             except (DatabaseError, RuntimeError) as exc:
                 detail = f"could not inject: {exc}"
+                self.failed_faults.append(f"{fault.name} at {at:.0f} s")
             self.faults_done.append(Fault(round(at, 1), fault.name))
             click.echo(f"  {at:7.1f} s  {fault.name:<17} {detail}")
 
@@ -227,6 +231,9 @@ class Soak:
             try:
                 return await self._run(bus)
             finally:
+                for job in self.background:  # the watchdog first, or it would restart what stops
+                    job.cancel()
+                await asyncio.gather(*self.background, return_exceptions=True)
                 self.children.stop_all()
                 await scratch.forget_host_agents(bus.pool, self.host)
 
@@ -244,11 +251,12 @@ class Soak:
         ids = [f"sim-{i}@{self.host}" for i in range(AGENTS)]
         await load.register(ids, self.host)
         stop_load, stop_all = asyncio.Event(), asyncio.Event()
-        background = [asyncio.create_task(c.run(stop_all)) for c in clients]
+        background = self.background
+        background.extend(asyncio.create_task(c.run(stop_all)) for c in clients)
         background.append(asyncio.create_task(load.heartbeats(ids, stop_all)))
         background.append(asyncio.create_task(self.watchdog(stop_all)))
         supervisor = Supervisor(bus, [HeartbeatHealthAgent(bus, HeartbeatHealthAgent.Config(interval=1.0))])
-        background.append(asyncio.create_task(supervisor.run()))
+        supervising = asyncio.create_task(supervisor.run())
         plan = schedule(opts.seconds, self.settings.uses_embedded)
         self.report_schedule(plan)
         self.began = time.monotonic()
@@ -264,6 +272,7 @@ class Soak:
             asyncio.create_task(sampler.run(stop_sampling)),
         ]
         chaos_task = asyncio.create_task(self.chaos_loop(plan, bus, load, clients, ids))
+        background.extend([*workload, chaos_task])
         await asyncio.sleep(opts.seconds)
         stop_sampling.set()
         stop_load.set()
@@ -277,15 +286,15 @@ class Soak:
         alerts_raised = await chaos.alerts_raised(bus.pool, self.host)
         stop_all.set()
         supervisor.stop()
+        await supervising
         for job in background:
-            if job is not background[-1]:
-                job.cancel()
+            job.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         return SoakRun(
             seconds=opts.seconds, epoch0=epoch0, drained=drained, load=load, clients=clients,
             logged=logged, rows=rows, alerts_open=alerts_open, alerts_raised=alerts_raised,
             memory=sampler.series, faults=self.faults_done, crashes=self.children.crashes,
-            notes=self.notes, outages=self.outages,
+            notes=self.notes, outages=self.outages, failed_faults=self.failed_faults,
         )  # fmt: skip
 
     def report_schedule(self, plan: list[Fault]) -> None:
@@ -325,7 +334,7 @@ def bench_soak(
     settings = settings_of(ctx)
     if settings.log_level != "DEBUG":
         # The in-process heartbeat agent's news (and its restart after the server's) would drown the audit.
-        for name in ("agents", "bus"):
+        for name in ("agents", "bus", "asyncpg"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     seconds = SHORT_S if short else minutes * 60
     opts = Options(

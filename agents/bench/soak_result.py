@@ -45,6 +45,7 @@ class SoakRun:
     crashes: list[str]
     notes: list[str]
     outages: list[float]
+    failed_faults: list[str]
 
 
 def _ms(value: float) -> str:
@@ -88,6 +89,8 @@ def finish(run: SoakRun, path: Path) -> bool:
         failures.append(f"{run.alerts_open} alerts stuck")
     if stalls and cut < stalls:
         failures.append(f"{stalls - cut} stalled clients were not cut off")
+    if run.failed_faults:
+        failures.append(f"faults not injected: {', '.join(run.failed_faults)}")
     if judged and memory_bad:
         failures.append(f"memory grew over {MEMORY_TOLERANCE:.0%} in {len(memory_bad)} processes")
     rows = [

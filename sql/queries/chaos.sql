@@ -3,13 +3,15 @@
 -- name: chaos_terminate_listeners :many
 -- End the LISTEN connections of our processes in this database (application_name bgagents, last
 -- statement a LISTEN or the notifier's self-ping); returns each one's pid.
-SELECT a.pid
-FROM pg_stat_activity a
-WHERE a.datname = current_database()
-  AND a.application_name = 'bgagents'
-  AND a.pid <> pg_backend_pid()
-  AND (a.query LIKE 'LISTEN %' OR a.query = 'SELECT pg_notify($1, ''ping'')')
-  AND pg_terminate_backend(a.pid);
+WITH listeners AS MATERIALIZED (  -- chosen first: the planner may not test a terminate before the filters
+    SELECT a.pid
+    FROM pg_stat_activity a
+    WHERE a.datname = current_database()
+      AND a.application_name = 'bgagents'
+      AND a.pid <> pg_backend_pid()
+      AND (a.query LIKE 'LISTEN %' OR a.query LIKE 'SELECT pg_notify($1, ''ping'')%')
+)
+SELECT pid FROM listeners WHERE pg_terminate_backend(pid);
 
 -- name: chaos_open_alerts :val
 -- How many alerts of agents on host $1 are still pending or firing.
