@@ -9,7 +9,9 @@ writer of ``health``.
 Alerts: ``agent_down`` for an agent name on a host with no live instance
 (labels are name and host, never the instance or pid, so a restarted agent
 resolves its own alert), ``queue_backlog`` when a queue's oldest ready task is
-too old, and ``dead_letter_growth`` when tasks keep failing for good.
+too old, and ``dead_letter_growth`` when tasks keep failing for good. Besides the
+``alerts`` channel and the webhook, they go to an Alertmanager when
+``alertmanager_url`` is set (see :class:`agents.builtin.alerting.AlertmanagerPush`).
 """
 
 from __future__ import annotations

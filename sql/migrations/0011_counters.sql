@@ -48,29 +48,25 @@ AS $$
     SELECT ARRAY[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800]::double precision[]
 $$;
 
--- The upper bound of the latency bucket that `seconds` falls in, as Prometheus's le label.
-CREATE FUNCTION bg._latency_bucket(seconds double precision) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(
-        (SELECT u.b::text FROM unnest(bg.claim_latency_bounds()) AS u(b) WHERE seconds <= u.b
-         ORDER BY u.b LIMIT 1),
-        '+Inf')
-$$;
-
 CREATE FUNCTION bg._count_tasks() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    bounds constant double precision[] := bg.claim_latency_bounds();
+    nbounds constant integer := cardinality(bounds);
 BEGIN
     WITH changed AS MATERIALIZED (
         SELECT n.queue, n.status, o.status AS old_status,
                n.status = 'running' AND n.attempts > o.attempts AS claimed,
-               greatest(0, extract(epoch FROM n.started_at - CASE WHEN o.status = 'queued'
-                                                             THEN greatest(o.run_at, o.created_at)
-                                                             ELSE o.lease_until END))::double precision
-                   AS waited
+               greatest(0, date_part('epoch', n.started_at - CASE WHEN o.status = 'queued'
+                                                              THEN greatest(o.run_at, o.created_at)
+                                                              ELSE o.lease_until END)) AS waited
         FROM new_rows n JOIN old_rows o ON o.id = n.id
         WHERE n.status IS DISTINCT FROM o.status OR n.attempts > o.attempts
+    ), claims AS (
+        -- width_bucket counts the bounds <= waited; the bucket is the first bound >= waited
+        SELECT c.queue, c.waited, width_bucket(c.waited, bounds) AS i
+        FROM changed c WHERE c.claimed AND c.waited IS NOT NULL
     ), deltas AS (
         SELECT 'tasks_finished' AS metric, c.queue AS scope, c.status AS label, count(*)::double precision AS d
         FROM changed c
@@ -78,13 +74,17 @@ BEGIN
           AND c.old_status NOT IN ('done', 'failed', 'cancelled')
         GROUP BY c.queue, c.status
         UNION ALL
-        SELECT 'claim_latency', c.queue, bg._latency_bucket(c.waited), count(*)
-        FROM changed c WHERE c.claimed AND c.waited IS NOT NULL
+        SELECT 'claim_latency', cl.queue,
+               CASE WHEN cl.i > 0 AND bounds[cl.i] = cl.waited THEN bounds[cl.i]::text
+                    WHEN cl.i < nbounds THEN bounds[cl.i + 1]::text
+                    ELSE '+Inf' END,
+               count(*)
+        FROM claims cl
         GROUP BY 2, 3
         UNION ALL
-        SELECT 'claim_latency_sum', c.queue, '', sum(c.waited)
-        FROM changed c WHERE c.claimed AND c.waited IS NOT NULL
-        GROUP BY c.queue
+        SELECT 'claim_latency_sum', cl.queue, '', sum(cl.waited)
+        FROM claims cl
+        GROUP BY cl.queue
     )
     INSERT INTO bg.counters AS k (metric, scope, label, shard, value)
     SELECT d.metric, d.scope, d.label, pg_backend_pid() % 16, d.d FROM deltas d
