@@ -197,10 +197,22 @@ async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str,
 )
 @click.option("--latency", is_flag=True, help="Enqueue-to-start latency at --rate tasks/s, idle workers.")
 @click.option("--rate", default=100.0, show_default=True, type=click.FloatRange(1, 10000))
+@click.option(
+    "--hosts",
+    default=0,
+    type=click.IntRange(0, 16),
+    help="Also run the dequeuers split over this many hosts (network namespaces, TCP; needs root).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @click.pass_context
 def bench_queue(ctx: click.Context, /, as_json: bool, **opts: Any) -> None:
     """Queue throughput (default), drain, ceiling, growth or latency, optionally against PGQueuer."""
     settings = settings_of(ctx)
+    if opts["hosts"]:
+        from agents.bench.hosts import bench_hosts
+
+        rows, summary = asyncio.run(bench_hosts(settings, opts))
+        emit(rows, summary, as_json)
+        return
     rows, summary = asyncio.run(_go(settings, opts))
     emit(rows, summary, as_json)

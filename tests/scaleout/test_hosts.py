@@ -30,7 +30,7 @@ import yaml
 
 from tests.conftest import BGAGENTS, ROOT
 from tests.handlers import RUNS_DIR_ENV
-from tests.scaleout.netns import HostsFleet, Lab
+from tests.scaleout.netns import HostsFleet, Lab, require_netns
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -172,14 +172,14 @@ async def test_a_cut_off_host_loses_its_leases_and_leadership_and_comes_back_up(
 ) -> None:
     host_a, host_b = lab.hosts[0], lab.hosts[1]
     await conn.execute(LEASE_LOG)
-    worker_args = ("worker", "-q", QUEUE, "--handler", "tests.handlers:slow_recorded", "-c", "3")
-    worker_args += ("--lease", str(LEASE))
+    handler = "tests.handlers:slow_recorded"
+    worker_args = ("worker", "-q", QUEUE, "--handler", handler, "-c", "3", "--lease", str(LEASE))
 
     # host-a runs the leading coordinator and its performance monitor; host-b watches
     agents_a = fleet.start(host_a, "run", "coordinator", "performance")
     rows_a = await fleet.wait(all_up(conn, agents_a, {"coordinator", "performance"}), STARTUP, "host-a up")
     assert {r["host"] for r in rows_a.values()} == {host_a.hostname}
-    coordinator_a = rows_a["coordinator"]["instance_id"]
+    coordinator_a: str = rows_a["coordinator"]["instance_id"]
 
     async def a_leads() -> bool:
         return await leader(conn) == coordinator_a
@@ -189,7 +189,7 @@ async def test_a_cut_off_host_loses_its_leases_and_leadership_and_comes_back_up(
     rows_b = await fleet.wait(
         all_up(conn, agents_b, {"coordinator", "heartbeat", "performance"}), STARTUP, "host-b up"
     )
-    coordinator_b = rows_b["coordinator"]["instance_id"]
+    coordinator_b: str = rows_b["coordinator"]["instance_id"]
 
     # host-a's worker holds every task; host-b's worker has nothing to take until those leases go
     ids = [
@@ -323,3 +323,37 @@ async def test_the_performance_monitor_runs_once_per_host_with_its_host_label(
     )
     assert owners and all(r["host"] == r["agent_host"] for r in owners)
     assert {r["host"] for r in owners} == set(procs)
+
+
+# --- the queue benchmark over hosts -------------------------------------------------------------
+
+
+def test_bench_queue_over_hosts_prints_the_figures_of_one_host_and_of_n(cli_env: dict[str, str]) -> None:
+    require_netns()
+    args = ["--hosts", "2", "--dequeuers", "2", "--seconds", "2", "--rounds", "1", "--json"]
+    result = subprocess.run(
+        [*BGAGENTS, "bench", "queue", *args],
+        env=cli_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["hosts"] == 2 and summary["mode"] == "throughput"
+    for key in ("1_host", "2_hosts"):
+        assert summary[f"{key}_jobs_per_s"] > 0, summary
+        assert 0 < summary[f"{key}_p50_ms"] <= summary[f"{key}_p99_ms"], summary
+    rows = result.stdout.splitlines()[:-1]
+    assert [r.split("  ")[0] for r in rows] == [
+        "1 host jobs/s",
+        "1 host p50 / p99 ms",
+        "2 hosts jobs/s",
+        "2 hosts p50 / p99 ms",
+        "2 hosts / 1 host jobs/s",
+    ]
+    names = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    assert "bgn1-" not in names  # the benchmark removed its bridge and veths
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert "bgn1-" not in namespaces
