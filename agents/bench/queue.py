@@ -42,12 +42,14 @@ def _row(name: str, results: list[dict[str, float]]) -> list[tuple[str, str]]:
     if results and "p50_ms" in results[0]:
         p50, p99 = spread(results, "p50_ms"), spread(results, "p99_ms")
         rows.append((f"{name} p50 / p99 ms", f"{p50.show('.1f')} / {p99.show('.1f')}"))
+    if results and results[0].get("enqueue_p50_ms", float("nan")) == results[0].get("enqueue_p50_ms"):
+        rows.append((f"{name} enqueue call p50 ms", spread(results, "enqueue_p50_ms").show(".2f")))
     return rows
 
 
 def _summary(name: str, results: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("jobs_per_s", "p50_ms", "p99_ms", "max_ms", "claim_p99_ms"):
+    for key in ("jobs_per_s", "p50_ms", "p99_ms", "max_ms", "claim_p99_ms", "enqueue_p50_ms"):
         if results and key in results[0]:
             s = spread(results, key)
             out[f"{name}_{key}"] = round(s.median, 2)

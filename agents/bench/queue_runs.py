@@ -52,6 +52,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.count = 0
         self.latencies: list[float] = []
+        self.enqueue_ms: list[float] = []
         self.target: int | None = None
         self.reached = asyncio.Event()
 
@@ -104,7 +105,9 @@ async def _throughput(
 
     async def enqueuer() -> None:
         while not stop.is_set():
+            began = time.perf_counter()
             await bus.queue.enqueue_many(BENCH_QUEUE, _payloads(shape.enqueue_batch, shape.workload))
+            recorder.enqueue_ms.append((time.perf_counter() - began) * 1000)
 
     async def paced() -> None:
         interval = 1.0 / shape.rate
@@ -157,5 +160,6 @@ async def run_ours(settings: Settings, url: str, shape: Shape) -> dict[str, floa
         "p99_ms": percentile(recorder.latencies, 0.99),
         "max_ms": max(recorder.latencies, default=float("nan")),
         "claim_p99_ms": percentile(claims, 0.99),
+        "enqueue_p50_ms": percentile(recorder.enqueue_ms, 0.50),
         "jobs": float(done),
     }
