@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from agents.bench.common import percentile
+from agents.bench.soak_procs import HARNESS
 from agents.bench.soak_sse import SseClient
 from bus.chaos import TaskOutcome
 
@@ -123,6 +124,7 @@ class MemoryVerdict:
     warm_mb: float | None
     end_mb: float | None
     note: str = ""
+    judged: bool = True
 
     @property
     def change(self) -> float | None:
@@ -133,7 +135,7 @@ class MemoryVerdict:
     @property
     def ok(self) -> bool:
         change = self.change
-        return change is None or change <= MEMORY_TOLERANCE
+        return not self.judged or change is None or change <= MEMORY_TOLERANCE
 
 
 def judge_memory(series: dict[str, list[tuple[float, float]]], seconds: float) -> list[MemoryVerdict]:
@@ -144,6 +146,12 @@ def judge_memory(series: dict[str, list[tuple[float, float]]], seconds: float) -
         end = [mb for t, mb in points if t >= 0.9 * seconds]
         if not warm or not end:
             verdicts.append(MemoryVerdict(label, None, None, "replaced by a fault: not judged"))
+            continue
+        if label == HARNESS:
+            note = "the harness keeps every delivery it audits: not judged"
+            verdicts.append(
+                MemoryVerdict(label, statistics.median(warm), statistics.median(end), note, False)
+            )
             continue
         verdicts.append(MemoryVerdict(label, statistics.median(warm), statistics.median(end)))
     return verdicts

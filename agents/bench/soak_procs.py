@@ -26,6 +26,8 @@ import psutil
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+HARNESS = "soak (this process)"
+"""The memory series of the soak process itself."""
 
 
 @dataclass
@@ -121,7 +123,7 @@ class MemorySampler:
     def sample(self) -> None:
         """Record one sample of every live process."""
         now = time.monotonic() - self.began
-        targets = {"soak (this process)": os.getpid()}
+        targets = {HARNESS: os.getpid()}
         targets.update({c.label: c.popen.pid for c in self.children.children.values()})
         for label, pid in targets.items():
             rss = memory_rss(pid)

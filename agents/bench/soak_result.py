@@ -119,19 +119,19 @@ def finish(run: SoakRun, path: Path) -> bool:
     ]  # fmt: skip
     for m in memory:
         change = m.change
-        value = (
-            m.note
-            if change is None
-            else f"{m.warm_mb:.0f} MB after warm-up -> {m.end_mb:.0f} MB at the end ({change:+.1%})"
-            + ("" if m.ok else " OVER")
-        )
+        if change is None:
+            value = m.note
+        else:
+            value = f"{m.warm_mb:.0f} MB after warm-up -> {m.end_mb:.0f} MB at the end ({change:+.1%})"
+            value += f"; {m.note}" if m.note else ("" if m.ok else " OVER")
         rows.append((f"memory {m.label}", value))
     if not judged:
         rows.append(
             ("memory verdict", f"reported, not judged (runs under {JUDGE_MEMORY_FROM_S / 60:.0f} min)")
         )
     else:
-        rows.append(("memory verdict", "flat" if not memory_bad else "GREW"))
+        verdict = f"flat (within {MEMORY_TOLERANCE:.0%})" if not memory_bad else "GREW"
+        rows.append(("memory verdict", f"{verdict}; PostgreSQL's processes are not sampled (they restart)"))
     rows.append(("drained", "yes" if run.drained else "no: gave up waiting"))
     rows.append(("audit", "PASS" if not failures else "FAIL: " + "; ".join(failures)))
     width = max(len(k) for k, _ in rows)

@@ -74,7 +74,8 @@ class SseClient:
         self._stall_until = time.monotonic() + seconds
         self.stalls.append(Stall(began=time.monotonic() - self.began))
 
-    def _record(self, cursor: str, data: str) -> None:
+    def record(self, cursor: str, data: str) -> None:
+        """Note one delivery: its cursor and its `data:` JSON."""
         event = json.loads(data)
         event_id = int(event["id"])
         position = parse_cursor(cursor)
@@ -102,7 +103,7 @@ class SseClient:
             line = raw.decode().rstrip("\r\n")
             if not line:
                 if fields.get("event") == self.channel and "id" in fields:
-                    self._record(fields["id"], fields.get("data", ""))
+                    self.record(fields["id"], fields.get("data", ""))
                 elif fields.get("event") == "reset":
                     self.resets += 1
                 fields = {}
