@@ -34,7 +34,10 @@ from web.security import csrf_token
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-ASSETS = HERE / "node_modules"
+VENDOR = HERE / "static" / "vendor"
+"""The npm assets a built package ships (copied there by web/packaging/assets_backend.py)."""
+ASSETS = VENDOR if (VENDOR / "htmx.org").is_dir() else HERE / "node_modules"
+"""Where ``/static/vendor`` comes from: the packaged copy when present, else a checkout's node_modules."""
 Context = dict[str, Any]
 
 
@@ -273,5 +276,6 @@ def setup(app: web.Application) -> None:
         r.add_static("/static/vendor", ASSETS, name="static_vendor")
     else:
         logger.warning(
-            "dashboard assets are missing (run `npm ci --prefix web`); pages render without live updates"
+            "dashboard assets are missing (in a checkout run `npm ci --prefix web`; a built package "
+            "ships them); pages render without live updates"
         )
