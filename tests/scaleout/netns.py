@@ -155,4 +155,6 @@ def hosts_fleet(lab: Lab, lab_db: str, cli_env: dict[str, str], tmp_path: Path) 
     try:
         yield fleet
     finally:
+        for host in lab.hosts:  # a host the test left cut off stops cleanly instead of hanging
+            lab.network.restore(host)
         fleet.stop_all()
