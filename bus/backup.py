@@ -177,7 +177,8 @@ def _libpq_target(url: str) -> tuple[str, dict[str, str]]:
     return url, env
 
 
-async def _server_major(settings: Settings) -> int:
+async def server_major(settings: Settings) -> int:
+    """The configured server's major PostgreSQL version."""
     async with db.connection(settings, listen_url(settings)) as conn:
         num: int = await db.call(conn, "backup_server_version_num")
     return num // 10000
@@ -185,7 +186,7 @@ async def _server_major(settings: Settings) -> int:
 
 async def backup(settings: Settings, path: Path) -> Tool:
     """Write a custom-format pg_dump of schema ``bg`` to ``path`` (atomically); return the pg_dump used."""
-    major = await _server_major(settings)
+    major = await server_major(settings)
     tool = await choose_pg_dump(settings, major)
     url, env = _libpq_target(listen_url(settings))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +229,7 @@ async def restore(settings: Settings, path: Path, *, force: bool = False) -> Res
     """Restore a :func:`backup` into the configured database (see the module docstring)."""
     if not await asyncio.to_thread(path.is_file):
         raise BackupError(f"{path} is not a file")
-    major = await _server_major(settings)
+    major = await server_major(settings)
     tool, listing = await _restore_tool(settings, path, major)
     if "SCHEMA - bg " not in listing and "SCHEMA - bg\n" not in listing:
         raise BackupError(f"{path} holds no schema bg", hint="make it with `bgagents db backup`")
