@@ -73,7 +73,6 @@ class Options:
     stall_s: float
     quiet_s: float
     drain_s: float
-    report: Path | None
 
 
 def schedule(seconds: float, restart_postgres: bool) -> list[Fault]:
@@ -339,7 +338,7 @@ def bench_soak(
     seconds = SHORT_S if short else minutes * 60
     opts = Options(
         seconds=seconds, task_rate=task_rate, event_rate=event_rate, workers=workers, clients=clients,
-        stall_s=25.0, quiet_s=12.0, drain_s=90.0, report=report,
+        stall_s=25.0, quiet_s=12.0, drain_s=90.0,
     )  # fmt: skip
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = settings.data_dir / "soak" / f"soak-{stamp}"
