@@ -119,14 +119,21 @@ PREVIEW_CHARS = 200
 
 
 async def recent_events(
-    pool: db.Pool, channel: str | None = None, limit: int = 50, preview_chars: int = PREVIEW_CHARS
+    pool: db.Pool,
+    channel: str | None = None,
+    limit: int = 50,
+    preview_chars: int = PREVIEW_CHARS,
+    before: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest events (of ``channel``, or any), newest first, for the dashboard's event log.
+    """The newest events (of ``channel``, or any; before the ``(xid, id)`` cursor ``before``, if
+    given), newest first, for the dashboard's event log.
 
     Each has ``payload_preview`` (the first ``preview_chars`` characters of its JSON) and
     ``payload_truncated`` instead of the payload, so one huge event never fills the list.
     """
-    return [dict(r) for r in await db.call(pool, "page_events_recent", channel, limit, preview_chars)]
+    xid, event_id = before if before is not None else (None, None)
+    rows = await db.call(pool, "page_events_recent", channel, limit, preview_chars, xid, event_id)
+    return [dict(r) for r in rows]
 
 
 async def event(pool: db.Pool, event_id: int) -> dict[str, Any]:
@@ -143,6 +150,22 @@ async def recent_tasks(
     status: str | None = None,
     limit: int = 100,
     preview_chars: int = PREVIEW_CHARS,
+    before: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Tasks by queue and status, newest first, with a ``payload_preview`` as :func:`recent_events`."""
-    return [dict(r) for r in await db.call(pool, "page_tasks_recent", queue, status, limit, preview_chars)]
+    """Tasks by queue and status (with an id below ``before``, if given), newest first, with a
+    ``payload_preview`` as :func:`recent_events`."""
+    rows = await db.call(pool, "page_tasks_recent", queue, status, limit, preview_chars, before)
+    return [dict(r) for r in rows]
+
+
+async def tasks_per_minute(
+    pool: db.Pool, minutes: int = 30, queue: str | None = None
+) -> tuple[float, dict[str, dict[tuple[str, float], int]]]:
+    """The current minute (epoch s) and, per queue, ``{(status, minute): tasks}`` of the tasks that
+    finished ``done`` or ``failed`` in each of the last ``minutes`` minutes."""
+    per_queue: dict[str, dict[tuple[str, float], int]] = {}
+    now_minute = float(await db.call(pool, "page_now_minute"))
+    for r in await db.call(pool, "page_tasks_per_minute", minutes, queue):
+        per_queue.setdefault(r["queue"], {})[(r["status"], float(r["minute"]))] = int(r["tasks"])
+        now_minute = float(r["now_minute"])
+    return now_minute, per_queue

@@ -41,11 +41,14 @@ async def names(pool: db.Pool) -> list[str]:
     return [r["metric"] for r in await db.call(pool, "metrics_names")]
 
 
-async def page_series(
+async def page_series_by_host(
     pool: db.Pool, metric: str, seconds: float, source: str = "host"
-) -> list[tuple[float, float]]:
-    """``(epoch seconds, value)`` of one metric over the last ``seconds``, for a sparkline."""
-    return [(r["t"], r["value"]) for r in await db.call(pool, "page_series", metric, seconds, source)]
+) -> dict[str, list[tuple[float, float]]]:
+    """Per host, ``(epoch seconds, value)`` of one metric over the last ``seconds``, hosts in order."""
+    found: dict[str, list[tuple[float, float]]] = {}
+    for r in await db.call(pool, "page_series_by_host", metric, seconds, source):
+        found.setdefault(r["host"], []).append((r["t"], r["value"]))
+    return found
 
 
 async def heartbeat_series(pool: db.Pool, name: str, limit: int = 120) -> list[dict[str, Any]]:

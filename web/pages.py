@@ -25,9 +25,10 @@ from bus import health as system
 from bus import knowledge as knowledge_base
 from bus import reports as report_book
 from bus.errors import BgError
+from bus.events import parse_cursor
 from bus.queue import STATUSES
-from web.api.common import BadParameter, choice, path_id
-from web.charts import sparkline
+from web.api.common import BadParameter, choice, path_id, whole_number
+from web.charts import minute_bars, sparkline
 from web.keys import BUS, SETTINGS
 from web.security import csrf_token
 
@@ -61,17 +62,38 @@ async def alerts_context(request: web.Request) -> Context:
     return {"alerts": rows, "silences": silences, "state": state}
 
 
+CHARTS = (
+    ("CPU", "host.cpu_percent", "%", 100.0),
+    ("Memory", "host.memory_percent", "%", 100.0),
+    ("Queue depth", "queue.depth", " tasks", None),
+)
+"""The overview's charts: title, metric, unit and ceiling (None: the highest sample)."""
+
+TASKS_PAGE, EVENTS_PAGE, CHART_MINUTES = 100, 50, 30
+
+
 async def charts_context(request: web.Request) -> Context:
+    """Per host (every sample carries its host), one sparkline per metric of :data:`CHARTS`."""
     pool = request.app[BUS].pool
-    charts = []
-    for title, metric, unit, ceiling in (
-        ("CPU", "host.cpu_percent", "%", 100.0),
-        ("Memory", "host.memory_percent", "%", 100.0),
-        ("Queue depth", "queue.depth", " tasks", None),
-    ):
-        points = await metrics.page_series(pool, metric, 900.0, "host")
-        charts.append({"title": title, "unit": unit, "line": sparkline(points, ceiling=ceiling)})
-    return {"charts": charts}
+    series = [await metrics.page_series_by_host(pool, metric, 900.0, "host") for _, metric, _, _ in CHARTS]
+    hosts = sorted({host for per_host in series for host in per_host})
+    return {
+        "hosts": [
+            {
+                "host": host,
+                "charts": [
+                    {
+                        "title": title,
+                        "metric": metric,
+                        "unit": unit,
+                        "line": sparkline(s.get(host, []), ceiling=top),
+                    }
+                    for (title, metric, unit, top), s in zip(CHARTS, series, strict=True)
+                ],
+            }
+            for host in hosts
+        ]
+    }
 
 
 async def tasks_context(request: web.Request) -> Context:
@@ -85,9 +107,20 @@ async def tasks_context(request: web.Request) -> Context:
         entry[s["status"]] = s["tasks"]
         if s["status"] == "queued" and s["oldest_ready_age_s"] is not None:
             entry["oldest"] = float(s["oldest_ready_age_s"])
+    raw_before = request.query.get("before")
+    before = None if raw_before is None else whole_number(raw_before, "before")
+    pool = request.app[BUS].pool
+    tasks = await system.recent_tasks(pool, queue, status, TASKS_PAGE + 1, before=before)
+    now_minute, per_queue = await system.tasks_per_minute(pool, CHART_MINUTES, queue)
     return {
         "queues": sorted(queues.values(), key=lambda e: e["queue"]),
-        "tasks": await system.recent_tasks(request.app[BUS].pool, queue, status, 100),
+        "tasks": tasks[:TASKS_PAGE],
+        "older": tasks[TASKS_PAGE - 1]["id"] if len(tasks) > TASKS_PAGE else None,
+        "before": before,
+        "filters": {k: v for k, v in (("queue", queue), ("status", status)) if v},
+        "throughput": [
+            minute_bars(q, counts, now_minute, CHART_MINUTES) for q, counts in sorted(per_queue.items())
+        ],
         "queue": queue,
         "status": status,
         "statuses": STATUSES,
@@ -98,7 +131,15 @@ async def events_context(request: web.Request) -> Context:
     channel = request.query.get("channel") or None
     if channel is not None and (len(channel) > 100 or not all(c.isalnum() or c in "_.:-" for c in channel)):
         raise BadParameter(f"parameter 'channel' is not a channel name: {channel!r}")
-    return {"events": await system.recent_events(request.app[BUS].pool, channel, 50), "channel": channel}
+    raw_before = request.query.get("before")
+    before = None if raw_before is None else parse_cursor(raw_before)
+    events = await system.recent_events(request.app[BUS].pool, channel, EVENTS_PAGE + 1, before=before)
+    return {
+        "events": events[:EVENTS_PAGE],
+        "older": events[EVENTS_PAGE - 1]["cursor"] if len(events) > EVENTS_PAGE else None,
+        "before": raw_before,
+        "channel": channel,
+    }
 
 
 async def heartbeats_context(request: web.Request) -> Context:
@@ -106,12 +147,17 @@ async def heartbeats_context(request: web.Request) -> Context:
     pool = request.app[BUS].pool
     beats = await metrics.heartbeat_series(pool, name, 120)
     running = [r for r in await instances.status_list(pool) if r["name"] == name]
-    return {
-        "name": name,
-        "beats": beats,
-        "instances": running,
-        "line": sparkline([(b["ts"].timestamp(), float(b["cpu_percent"] or 0)) for b in reversed(beats)]),
-    }
+    hosts = {r["instance_id"]: r["host"] for r in running}
+    per_instance: dict[str, list[tuple[float, float]]] = {}
+    for b in reversed(beats):
+        per_instance.setdefault(b["instance_id"], []).append(
+            (b["ts"].timestamp(), float(b["cpu_percent"] or 0))
+        )
+    lines = [
+        {"instance_id": i, "host": hosts.get(i, ""), "line": sparkline(points)}
+        for i, points in sorted(per_instance.items())
+    ]
+    return {"name": name, "beats": beats, "instances": running, "lines": lines}
 
 
 async def report_context(request: web.Request) -> Context:

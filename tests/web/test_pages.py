@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from web.charts import minute_bars, sparkline
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "web" / "templates"
 
 
@@ -126,3 +128,28 @@ async def test_the_ask_page_refuses_a_question_over_the_limit(make_client: Any) 
     resp = await client.post("/ask", data={"question": "y" * 80})
     html = await resp.text()
     assert "too long" in html and "80 characters" in html and "at most 50" in html
+
+
+def test_a_sparkline_breaks_where_samples_are_missing() -> None:
+    every_10s = [(float(t), 1.0) for t in range(0, 60, 10)]
+    after_gap = [(float(t), 2.0) for t in range(200, 240, 10)]
+    line = sparkline(every_10s + after_gap)
+    assert len(line.segments) == 2  # 140 s without a sample: more than 2.5 intervals of 10 s
+    assert [len(s.split()) for s in line.segments] == [6, 4]
+    assert line.last == 2.0
+    assert len(sparkline(every_10s).segments) == 1
+    assert len(sparkline([(0.0, 1.0), (10.0, 1.0), (36.0, 1.0)], interval=10.0).segments) == 2
+    assert len(sparkline([(0.0, 1.0), (10.0, 1.0), (24.0, 1.0)], interval=10.0).segments) == 1
+    assert sparkline([]).segments == () and sparkline([(5.0, 1.0)]).segments == ("2.0,2.0",)
+
+
+def test_minute_bars_put_done_and_failed_side_by_side_per_minute() -> None:
+    now = 60.0 * 1000
+    counts = {("done", now): 4, ("failed", now): 2, ("done", now - 120): 1}
+    chart = minute_bars("mail", counts, now, minutes=30)
+    assert (chart.done, chart.failed, chart.high) == (5, 2, 4)
+    done_now, failed_now = (b for b in chart.bars if b.minute == now)
+    assert done_now.kind == "done" and failed_now.kind == "failed"
+    assert failed_now.x > done_now.x and failed_now.height == done_now.height / 2
+    assert max(b.x + b.width for b in chart.bars) <= chart.width
+    assert minute_bars("mail", {("done", now - 3600): 3}, now).bars == ()  # outside the window

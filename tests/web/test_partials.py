@@ -146,18 +146,22 @@ async def _charts(client: TestClient, bus: Bus) -> None:
         [Sample("host", None, "host.cpu_percent", 40.0), Sample("host", None, "queue.depth", 7.0)],
     )
     await metrics.insert(bus.pool, HOST, [Sample("host", None, "host.cpu_percent", 42.5)])
+    await metrics.insert(bus.pool, "h-other", [Sample("host", None, "host.cpu_percent", 3.0)])
     html = await partial(client, "charts")
-    assert "CPU <strong>42.5%</strong>" in html  # the newest sample
-    assert "Queue depth <strong>7.0 tasks</strong>" in html
-    assert "Memory <strong>no data</strong>" in html
-    assert 'points=""' in html  # the memory chart, and only it, has no line
-    assert html.count("<polyline") == 3 and html.count('points=""') == 1
+    other, mine = html.split(f'class="host-charts" data-host="{HOST}"', 1)  # hosts in order, each charted
+    assert 'class="host-charts" data-host="h-other"' in other and f"host={HOST}" in mine
+    assert "CPU <strong>42.5%</strong>" in mine  # the newest sample of this host
+    assert "Queue depth <strong>7.0 tasks</strong>" in mine
+    assert "Memory <strong>no data</strong>" in mine
+    assert mine.count("<polyline") == 2  # the memory chart has no line
+    assert "CPU <strong>3.0%</strong>" in other and "host=h-other" in other
+    assert "42.5" not in other and other.count("<polyline") == 1
 
 
 @empty("charts")
 async def _charts_empty(client: TestClient, bus: Bus) -> None:
     html = await partial(client, "charts")
-    assert html.count("<strong>no data</strong>") == 3
+    assert "No samples in the last 15 minutes" in html and "<svg" not in html
 
 
 # --- tasks --------------------------------------------------------------------------------
@@ -173,6 +177,31 @@ async def _tasks(client: TestClient, bus: Bus) -> None:
     filtered = await partial(client, "tasks", "?queue=mail")
     assert f'href="/tasks/{mail}"' in filtered and f'href="/tasks/{other}"' not in filtered
     assert "Retry all failed in mail" in filtered
+    assert "No task finished in the last 30 minutes." in html  # the chart, with nothing to draw yet
+    done, failed = await bus.queue.enqueue("mail", {}), await bus.queue.enqueue("mail", {}, max_attempts=1)
+    claimed = await bus.pool.fetch("select id from bg.claim_tasks('mail', 3, 'w-partials', 30)")
+    assert sorted(r["id"] for r in claimed) == sorted([mail, done, failed])
+    await bus.pool.execute("select bg.complete_tasks($1, $2, 'w-partials')", [done], ["1"])
+    await bus.pool.execute("select bg.fail_task($1, 'w-partials', 'boom', null, 0)", failed)  # for good
+    charted = await partial(client, "tasks")
+    assert 'data-queue="mail"' in charted and 'data-queue="reports"' not in charted  # only finished ones
+    assert charted.count('data-kind="done" data-count="1"') == 1
+    assert charted.count('data-kind="failed" data-count="1"') == 1
+    assert "<strong>1</strong> done" in charted
+
+
+async def test_tasks_partial_pages_by_id(client: TestClient) -> None:
+    bus = client.app[BUS]
+    ids = [await bus.queue.enqueue("paged", {"n": n}) for n in range(105)]
+    first = await partial(client, "tasks", "?queue=paged")
+    assert f'href="/tasks/{ids[-1]}"' in first and f'href="/tasks/{ids[5]}"' in first
+    assert f'href="/tasks/{ids[4]}"' not in first and "← Newest" not in first
+    assert f'class="older" rel="next" href="/tasks?queue=paged&amp;before={ids[5]}"' in first
+    second = await partial(client, "tasks", f"?queue=paged&before={ids[5]}")
+    assert f'href="/tasks/{ids[4]}"' in second and f'href="/tasks/{ids[0]}"' in second
+    assert f'href="/tasks/{ids[5]}"' not in second and 'class="older"' not in second
+    assert 'class="newest" href="/tasks?queue=paged"' in second
+    assert (await client.get("/partials/tasks?before=x")).status == 400
 
 
 @empty("tasks")
@@ -193,6 +222,18 @@ async def _events(client: TestClient, bus: Bus) -> None:
     assert "&#34;version&#34;: &#34;1.2.3&#34;" in html  # the payload's JSON, as text
     filtered = await partial(client, "events", "?channel=deploys")
     assert "deploys" in filtered and "?channel=other" not in filtered
+    assert 'class="older"' not in html  # one page holds them all
+    ids = [await bus.publish("paged", {"n": n}) for n in range(55)]
+    first = await partial(client, "events", "?channel=paged")
+    assert f'data-event-id="{ids[-1]}"' in first and f'data-event-id="{ids[5]}"' in first
+    assert f'data-event-id="{ids[4]}"' not in first
+    older = first.split('class="older" rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert older.startswith("/events?channel=paged&before=")
+    second = await partial(client, "events", older.removeprefix("/events"))
+    assert f'data-event-id="{ids[4]}"' in second and f'data-event-id="{ids[0]}"' in second
+    assert f'data-event-id="{ids[5]}"' not in second and 'class="older"' not in second
+    assert 'class="newest" href="/events?channel=paged"' in second
+    assert (await client.get("/partials/events?before=1:x")).status == 400
 
 
 @empty("events")
@@ -210,6 +251,11 @@ async def _heartbeats(client: TestClient, bus: Bus) -> None:
     assert f"<td>{INSTANCE}</td>" in html and f"<td>{PID}</td>" in html
     assert "seq 1 · running" in html and "seq 2 · running" in html
     assert html.count('class="beat beat-running"') == 2
+    assert f'data-instance="{INSTANCE}" data-host="{HOST}"' in html and f"host={HOST}" in html  # its CPU line
+    assert "health-up" in html
+    await instances.set_status(bus.pool, INSTANCE, "stopped")
+    stopped = await partial(client, "heartbeats", f"?name={AGENT}")
+    assert 'data-health="none"' in stopped and "health-" not in stopped  # stopped: no health shown
 
 
 @empty("heartbeats")
