@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,11 +245,7 @@ async def test_failover_to_a_promoted_standby(
         for _ in range(5):
             task = await _fetch(url, "select bg.enqueue('idle', '{}')")
             began = time.monotonic()
-            await fleet.wait(
-                lambda t=task: _fetch(url, "select status = 'done' from bg.tasks where id = $1", t),
-                10,
-                "idle task",
-            )
+            await fleet.wait(_is_done(url, task), 10, "idle task")
             latencies.append(time.monotonic() - began)
         assert statistics.median(latencies) < 0.7, f"the idle worker seems to poll, not LISTEN: {latencies}"
         assert time.monotonic() - crashed <= RECOVERY_BUDGET + 15
@@ -318,6 +314,10 @@ async def test_failover_to_a_promoted_standby(
             task.cancel()
         await asyncio.gather(*loaders, return_exceptions=True)
         fleet.stop_all()
+
+
+def _is_done(url: str, task: int) -> Callable[[], Awaitable[Any]]:
+    return lambda: _fetch(url, "select status = 'done' from bg.tasks where id = $1", task)
 
 
 def pair_mode(pair: ReplicaPair) -> str:
