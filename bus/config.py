@@ -35,15 +35,18 @@ def _postgres_url(name: str, raw: str) -> str:
     example = "postgresql://user:password@host:5432/dbname"
     try:
         parts = urlsplit(raw)
-        port = parts.port
+        # Several hosts (h1:5432,h2:5432, for failover with target_session_attrs): check each port.
+        hosts = parts.netloc.rpartition("@")[2].split(",")
+        ports = [urlsplit(f"//{host}").port for host in hosts]
     except ValueError:
         raise ConfigError(f"{name}: not a valid URL; expected {example}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{name}: expected a URL like {example}, got {_redacted(raw)!r}")
     if not parts.hostname and "host" not in parse_qs(parts.query):
         raise ConfigError(f"{name}: the URL names no host; expected {example}")
-    if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"{name}: port {port} is out of range")
+    for port in ports:
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"{name}: port {port} is out of range")
     return raw
 
 

@@ -98,3 +98,10 @@ def test_allowed_hosts_are_a_list_of_names() -> None:
     assert settings.allowed_hosts == ("dash.example.com", "10.0.0.5")
     with pytest.raises(ConfigError, match="BGAGENTS_ALLOWED_HOSTS"):
         load_settings({"BGAGENTS_ALLOWED_HOSTS": "https://x/"}, env_file=None)
+
+
+def test_a_multi_host_url_is_accepted_for_failover() -> None:
+    url = "postgresql://app:pw@db1:5432,db2:5433/bg?target_session_attrs=read-write"
+    assert load_settings({"DATABASE_URL": url}, env_file=None).database_url == url
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_settings({"DATABASE_URL": "postgresql://db1:5432,db2:99999/bg"}, env_file=None)
