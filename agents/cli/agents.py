@@ -43,9 +43,10 @@ def run(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every instance).")
+@click.option("--all", "show_all", is_flag=True, help="List stopped instances too.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, show_all: bool) -> None:
     """Agents (status, health, last beat, pid, host), firing alerts and a health summary."""
 
     async def go() -> dict[str, Any]:
@@ -64,13 +65,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     )
     click.echo()
     click.echo(f"{'agent':<18} {'status':<9} {'health':<7} {'last beat':>9} {'pid':>7}  host / note")
-    for a in report["agents"]:
+    shown = [a for a in report["agents"] if show_all or a["status"] != "stopped"]
+    for a in shown:
         age = "-" if a["beat_age_s"] is None else f"{a['beat_age_s']:.0f}s ago"
         note = f"  ({clean(a['note'], one_line=True)})" if a["note"] else ""
+        shown_health = "-" if a["status"] == "stopped" else clean(a["health"])  # a stopped one has none
         click.echo(
-            f"{clean(a['name']):<18} {clean(a['status']):<9} {clean(a['health']):<7} {age:>9} "
+            f"{clean(a['name']):<18} {clean(a['status']):<9} {shown_health:<7} {age:>9} "
             f"{a['pid']:>7}  {clean(a['host'])}{note}"
         )
+    if len(shown) < len(report["agents"]):
+        click.echo(f"({len(report['agents']) - len(shown)} stopped instance(s) hidden; --all lists them)")
     if report["alerts"]:
         click.echo()
         click.echo("firing alerts:")
