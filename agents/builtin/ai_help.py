@@ -5,7 +5,10 @@ and await the task's result, a list of hits ``{source, heading, content,
 score}`` from hybrid retrieval. Questions: ``{"question"}`` on ``ai.ask``
 (``bgagents ask``, ``select bg.ask(...)``); the answer streams on the ``help``
 channel and every exchange is logged in ``bg.llm_conversations``. The embedder is
-built on first use, so starting the agent never waits for model weights.
+built on first use, so starting the agent never waits for model weights; when
+the chosen model's weights can't be had, the model the stored chunks use keeps
+serving, and ``bgagents status`` says why (as it does for an unavailable
+reranker, ``BGAGENTS_RERANKER``).
 Without pgvector the agent runs but says why it can't help, in
 ``bgagents status`` and in each failed task. The queue names and payload
 shapes are written once, in :mod:`bus.ai`.
@@ -22,7 +25,8 @@ from typing import Any, ClassVar
 import openai
 
 from agents.ai import answers, knowledge, reports
-from agents.ai.embedders import Embedder, make_embedder
+from agents.ai.embedders import Embedder, choose_embedder
+from agents.ai.rerank import Reranker, make_reranker
 from agents.runtime.agent import Agent
 from bus import ai
 from bus import knowledge as store
@@ -48,29 +52,57 @@ class AIHelpAgent(Agent):
         """Seconds between automatic system reports (0: only on demand)."""
 
     _embedder: Embedder | None = None
+    _reranker: Reranker | None = None
+    _reranker_tried = False
     _note: str | None = None
+    _model_notes: tuple[str, ...] = ()
+    _previous_model: str | None = None
     _last_report = 0.0
 
     async def setup(self) -> None:
         if not await ai.knowledge_ready(self.bus.pool):
             self._note = "idle: pgvector is missing, so AI search is off (see bgagents doctor)"
+            return
+        in_use = await store.models_in_use(self.bus.pool)
+        self._previous_model = in_use[0][0] if in_use else None
 
     def status_note(self) -> str | None:
-        return self._note
+        notes = ([self._note] if self._note else []) + list(self._model_notes)
+        return "; ".join(notes) or None
 
     def embedder(self) -> Embedder:
+        """The embedder of ``BGAGENTS_EMBEDDER``, or the model in use before when its weights can't be had."""
         if self._embedder is None:
             s = self.bus.settings
-            self._embedder = make_embedder(
-                s.embedder, s.data_dir, openai_api_key=s.openai_api_key, openai_base_url=s.openai_base_url
+            choice = choose_embedder(
+                s.embedder,
+                s.data_dir,
+                openai_api_key=s.openai_api_key,
+                openai_base_url=s.openai_base_url,
+                previous=self._previous_model,
             )
+            self._embedder = choice.embedder
+            if choice.reason:
+                self._model_notes += (choice.reason,)
         return self._embedder
+
+    def reranker(self) -> Reranker | None:
+        """The reranker of ``BGAGENTS_RERANKER``, or None (off, or its weights can't be had)."""
+        if not self._reranker_tried:
+            self._reranker_tried = True
+            s = self.bus.settings
+            self._reranker, reason = make_reranker(s.reranker, s.data_dir)
+            if reason:
+                self._model_notes += (reason,)
+        return self._reranker
 
     async def handle_search(self, task: Task) -> list[dict[str, Any]]:
         if self._note:
             raise FeatureUnavailable(self._note)
         request = ai.SearchRequest.from_dict(task.payload)
-        hits = await knowledge.search(self.bus.pool, self.embedder(), request.q, request.k)
+        hits = await knowledge.search(
+            self.bus.pool, self.embedder(), request.q, request.k, reranker=self.reranker()
+        )
         return [hit.as_json() for hit in hits]
 
     async def handle_ask(self, task: Task) -> dict[str, Any]:
@@ -81,7 +113,11 @@ class AIHelpAgent(Agent):
             raise InvalidArgument("the question is empty")
         started = datetime.now(UTC)
         began = time.perf_counter()
-        hits = [] if self._note else await knowledge.search(self.bus.pool, self.embedder(), question, 5)
+        hits = (
+            []
+            if self._note
+            else await knowledge.search(self.bus.pool, self.embedder(), question, 5, reranker=self.reranker())
+        )
         context = await ai.help_context(self.bus.pool)
         settings = self.bus.settings
         usage: dict[str, int] = {}
