@@ -131,11 +131,11 @@ class AIHelpAgent(Agent):
             ):
                 pieces.append(delta)
                 await self.publish(ai.HELP_CHANNEL, ai.HelpEvent(task.id, delta).to_dict())
-            answer, mode, model = "".join(pieces), "chat", settings.chat_model
+            answer, mode, model = answers.only_retrieved("".join(pieces), hits), "chat", settings.chat_model
         else:
             answer, mode, model = answers.extractive(question, hits, context), "extractive", "extractive"
             await self.publish(ai.HELP_CHANNEL, ai.HelpEvent(task.id, answer).to_dict())
-        cited = answers.citations(hits)
+        cited = answers.cited(answer, hits)
         await ai.help_log(
             self.bus.pool,
             question=question,
