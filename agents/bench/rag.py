@@ -105,8 +105,14 @@ async def evaluate_embedder(
     """Per corpus: every configuration's scores with this embedder (``weights=`` rows try each fusion)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for corpus in corpora:
+        began = time.perf_counter()
         await store.clear(bus.pool)
-        await knowledge.ingest(bus.pool, embedder, corpus.files)
+        report = await knowledge.ingest(bus.pool, embedder, corpus.files)
+        click.echo(
+            f"{embedder.model}: {corpus.name} set, {report.files} files, {report.chunks_embedded} chunks "
+            f"embedded in {time.perf_counter() - began:.0f} s; asking {len(corpus.cases)} questions",
+            err=True,
+        )
         rows: dict[str, dict[str, Any]] = {
             "full text only": await run_cases(bus, embedder, corpus.cases, fusion=TEXT_ONLY),
             "vectors only": await run_cases(bus, embedder, corpus.cases, fusion=VECTORS_ONLY),
