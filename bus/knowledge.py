@@ -31,10 +31,12 @@ CANDIDATES = 100
 
 @dataclass(frozen=True)
 class Fusion:
-    """Weights of the two rankings in reciprocal rank fusion: ``w / (60 + rank)`` each."""
+    """Weights of the two rankings in reciprocal rank fusion (``w / (60 + rank)`` each), and whether
+    the full-text ranking matches chunks with any of the query's words (else with all of them)."""
 
     semantic: float = 1.0
     lexical: float = 1.0
+    any_terms: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,16 @@ async def search(
         # Let HNSW consider more candidates than the LIMIT it feeds, in this transaction only.
         await db.call(conn, "rag_ef_search", max(candidates * 2, 200))
         rows = await db.call(
-            conn, f"rag_search_{dim}", vector, model, candidates, text, k, fusion.semantic, fusion.lexical
+            conn,
+            f"rag_search_{dim}",
+            vector,
+            model,
+            candidates,
+            text,
+            k,
+            fusion.semantic,
+            fusion.lexical,
+            fusion.any_terms,
         )
     return [Hit(r["source"], r["heading"], r["content"], r["score"]) for r in rows]
 

@@ -39,17 +39,15 @@ from bus.config import Settings
 from bus.errors import BgError
 from bus.knowledge import Fusion
 
-WEIGHTS = (
-    Fusion(1.0, 1.0),
-    Fusion(1.0, 0.75),
-    Fusion(1.0, 0.5),
-    Fusion(1.0, 0.25),
-    Fusion(0.75, 1.0),
-    Fusion(0.5, 1.0),
+WEIGHTS = tuple(
+    Fusion(semantic, lexical, any_terms)
+    for any_terms in (False, True)
+    for semantic, lexical in ((1.0, 1.0), (1.0, 0.75), (1.0, 0.5), (1.0, 0.25), (0.75, 1.0), (0.5, 1.0))
 )
-"""The fusion weights tried when tuning (semantic, lexical)."""
+"""The fusion weights tried when tuning (semantic, lexical; full text matching all or any words)."""
 VECTORS_ONLY = Fusion(1.0, 0.0)
 TEXT_ONLY = Fusion(0.0, 1.0)
+TEXT_ANY_ONLY = Fusion(0.0, 1.0, any_terms=True)
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class Corpus:
 
 
 def _fmt(f: Fusion) -> str:
-    return f"{f.semantic:g}:{f.lexical:g}"
+    return f"{f.semantic:g}:{f.lexical:g}{' any' if f.any_terms else ''}"
 
 
 def score(ranks: list[int | None], latencies: list[float], paraphrase: list[bool]) -> dict[str, Any]:
@@ -115,12 +113,13 @@ async def evaluate_embedder(
         )
         rows: dict[str, dict[str, Any]] = {
             "full text only": await run_cases(bus, embedder, corpus.cases, fusion=TEXT_ONLY),
+            "full text any word": await run_cases(bus, embedder, corpus.cases, fusion=TEXT_ANY_ONLY),
             "vectors only": await run_cases(bus, embedder, corpus.cases, fusion=VECTORS_ONLY),
         }
         for fusion in WEIGHTS:
             rows[f"weights={_fmt(fusion)}"] = await run_cases(bus, embedder, corpus.cases, fusion=fusion)
         if reranker is not None:
-            rows[f"rerank {knowledge.FUSION.semantic:g}:{knowledge.FUSION.lexical:g}"] = await run_cases(
+            rows[f"rerank {_fmt(knowledge.FUSION)}"] = await run_cases(
                 bus, embedder, corpus.cases, fusion=knowledge.FUSION, reranker=reranker
             )
         out[corpus.name] = rows

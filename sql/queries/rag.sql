@@ -51,8 +51,14 @@ SELECT set_config('hnsw.ef_search', $1::int::text, true);
 -- name: rag_search_384 :many
 -- Hybrid search for 384-dimension models: cosine (HNSW) and full-text ranks
 -- fused by weighted reciprocal rank fusion. $1 vector, $2 model, $3 candidates,
--- $4 query text, $5 k, $6 weight of the cosine ranks, $7 weight of the full-text ranks.
-WITH semantic AS (
+-- $4 query text, $5 k, $6 weight of the cosine ranks, $7 weight of the full-text ranks,
+-- $8 whether any query word may match (else all must).
+WITH terms AS (
+    -- $8: any of the query's words may match (OR), else all of them must (websearch syntax).
+    SELECT CASE WHEN $8::bool
+                THEN replace(plainto_tsquery('english', $4)::text, ' & ', ' | ')::tsquery
+                ELSE websearch_to_tsquery('english', $4) END AS q
+), semantic AS (
     SELECT c.id, row_number() OVER (ORDER BY c.distance, c.id) AS rank
     FROM (SELECT id, embedding::vector(384) <=> $1::vector(384) AS distance
           FROM bg.document_chunks
@@ -62,9 +68,9 @@ WITH semantic AS (
 ), matched AS (
     -- At most 2,000 full-text matches are ranked, so a very common word can't make
     -- a query scan the whole table.
-    SELECT c.id, ts_rank_cd(c.tsv, q) AS score
-    FROM (SELECT id, tsv FROM bg.document_chunks, websearch_to_tsquery('english', $4) q0
-          WHERE tsv @@ q0 LIMIT 2000) c, websearch_to_tsquery('english', $4) q
+    SELECT c.id, ts_rank_cd(c.tsv, t.q) AS score
+    FROM (SELECT id, tsv FROM bg.document_chunks, terms t0
+          WHERE tsv @@ t0.q LIMIT 2000) c, terms t
 ), lexical AS (
     SELECT m.id, row_number() OVER (ORDER BY m.score DESC, m.id) AS rank
     FROM matched m ORDER BY m.score DESC, m.id LIMIT $3
@@ -81,7 +87,12 @@ LIMIT $5;
 -- name: rag_search_1536 :many
 -- The same hybrid search for 1536-dimension models (OpenAI's text-embedding-3-small);
 -- the same parameters.
-WITH semantic AS (
+WITH terms AS (
+    -- $8: any of the query's words may match (OR), else all of them must (websearch syntax).
+    SELECT CASE WHEN $8::bool
+                THEN replace(plainto_tsquery('english', $4)::text, ' & ', ' | ')::tsquery
+                ELSE websearch_to_tsquery('english', $4) END AS q
+), semantic AS (
     SELECT c.id, row_number() OVER (ORDER BY c.distance, c.id) AS rank
     FROM (SELECT id, embedding::vector(1536) <=> $1::vector(1536) AS distance
           FROM bg.document_chunks
@@ -91,9 +102,9 @@ WITH semantic AS (
 ), matched AS (
     -- At most 2,000 full-text matches are ranked, so a very common word can't make
     -- a query scan the whole table.
-    SELECT c.id, ts_rank_cd(c.tsv, q) AS score
-    FROM (SELECT id, tsv FROM bg.document_chunks, websearch_to_tsquery('english', $4) q0
-          WHERE tsv @@ q0 LIMIT 2000) c, websearch_to_tsquery('english', $4) q
+    SELECT c.id, ts_rank_cd(c.tsv, t.q) AS score
+    FROM (SELECT id, tsv FROM bg.document_chunks, terms t0
+          WHERE tsv @@ t0.q LIMIT 2000) c, terms t
 ), lexical AS (
     SELECT m.id, row_number() OVER (ORDER BY m.score DESC, m.id) AS rank
     FROM matched m ORDER BY m.score DESC, m.id LIMIT $3
