@@ -215,8 +215,9 @@ def bench_rag(ctx: click.Context, synthetic_n: int | None, rerank: bool, as_json
             if not await ai.knowledge_ready(bus.pool):
                 raise BgError("the knowledge base needs pgvector", hint="see `bgagents doctor`")
             if synthetic_n:
-                rerank_dir = settings.data_dir if rerank else None
-                return {"synthetic": await synthetic(bus, synthetic_n, rerank_dir=rerank_dir)}
+                return {
+                    "synthetic": await synthetic(bus, synthetic_n, data_dir=settings.data_dir, rerank=rerank)
+                }
             with tempfile.TemporaryDirectory(prefix="bench-rag-") as scratch:
                 sets, note = corpora(Path.cwd(), Path(scratch))
                 if not sets:
@@ -239,8 +240,8 @@ def bench_rag(ctx: click.Context, synthetic_n: int | None, rerank: bool, as_json
         s = results["synthetic"]
         reranked = f", each reranked at depth {s['rerank_depth']}" if s["rerank_depth"] else ""
         click.echo(
-            f"{s['chunks']:,} chunks, {s['queries']} hybrid queries{reranked}: p50 {s['p50_ms']:.1f} ms, "
-            f"p95 {s['p95_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms"
+            f"{s['chunks']:,} chunks, {s['queries']} hybrid queries (query embedding: {s['query_embedding']})"
+            f"{reranked}: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms"
         )
     else:
         print_table(results)
