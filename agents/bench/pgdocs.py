@@ -272,13 +272,15 @@ def to_markdown(html: str) -> tuple[str, str]:
     return converter.title, re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-def available(doc_dir: Path = DOC_DIR) -> bool:
-    """Whether the manual's HTML is installed."""
-    return all((doc_dir / f"{page}.html").is_file() for page in PAGES)
+def available(doc_dir: Path | None = None) -> bool:
+    """Whether the manual's HTML is installed (in ``doc_dir``, by default :data:`DOC_DIR`)."""
+    folder = DOC_DIR if doc_dir is None else doc_dir
+    return all((folder / f"{page}.html").is_file() for page in PAGES)
 
 
-def write_corpus(dest: Path, doc_dir: Path = DOC_DIR) -> list[Path]:
+def write_corpus(dest: Path, doc_dir: Path | None = None) -> list[Path]:
     """Convert every page of :data:`PAGES` and :data:`DISTRACTORS` into ``dest/<page>.md``."""
+    doc_dir = DOC_DIR if doc_dir is None else doc_dir
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
     for page in (*PAGES, *DISTRACTORS):

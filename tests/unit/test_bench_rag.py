@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from agents.bench.rag import cross_tuned, score
+from agents.bench import pgdocs
+from agents.bench.rag import corpora, cross_tuned, score
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_score_counts_ranks_and_paraphrases() -> None:
@@ -27,3 +32,13 @@ def test_weights_are_chosen_on_the_other_set() -> None:
     assert tuned["ours"]["chosen_on"] == "outside" and tuned["ours"]["weights"] == "1:0.5"
     assert tuned["ours"]["mrr_at_10"] == 0.7  # what the outside set's choice gives here
     assert tuned["outside"]["weights"] == "1:1" and tuned["outside"]["mrr_at_10"] == 0.5
+
+
+def test_without_the_manual_our_set_still_runs_and_the_note_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgdocs, "DOC_DIR", tmp_path / "no-manual-here")
+    sets, note = corpora(ROOT, tmp_path)
+    assert [s.name for s in sets] == ["ours"]
+    assert sets[0].files and sets[0].cases
+    assert note is not None and "apt-get install -y postgresql-doc-15" in note
