@@ -29,6 +29,7 @@ from agents.ai.rerank import DEPTH
 from agents.bench.common import percentile
 from bus import knowledge as store
 from bus.client import Bus
+from bus.knowledge import Fusion
 
 
 def _vocabulary(size: int = 20000) -> list[str]:
@@ -79,6 +80,7 @@ async def synthetic(
     data_dir: Path | None = None,
     rerank: bool = False,
     words_per_chunk: int = 60,
+    fusion: Fusion = knowledge.FUSION,
 ) -> dict[str, Any]:
     """N random 384-dimension chunks; p50/p95/p99 of hybrid queries against them (reranked if asked)."""
     rng = np.random.default_rng(7)
@@ -116,7 +118,7 @@ async def synthetic(
     for _ in range(queries):
         text = " ".join(random.choices(words[:2000], k=3))
         began = time.perf_counter()
-        await knowledge.search(pool, embedder, text, 10, reranker=reranker)
+        await knowledge.search(pool, embedder, text, 10, reranker=reranker, fusion=fusion)
         latencies.append((time.perf_counter() - began) * 1000)
     await store.clear(pool)
     return {
