@@ -33,7 +33,7 @@ async def set_status(pool: db.Pool, instance_id: str, status: str, note: str | N
 
 
 async def beat(pool: db.Pool, instance_id: str, seq: int, cpu_percent: float, rss_bytes: int) -> str | None:
-    """Record a heartbeat; returns the desired state (None: the instance is not registered)."""
+    """Record a heartbeat; returns the desired state (None: not registered or marked dead: register again)."""
     desired: str | None = await db.call(pool, "agent_beat", instance_id, seq, cpu_percent, rss_bytes)
     return desired
 

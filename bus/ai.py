@@ -31,10 +31,50 @@ HELP_CHANNEL = "help"
 REPORTS_CHANNEL = "reports"
 """Where each new system report is published."""
 MAX_QUESTION_CHARS = 4000
+"""The default of ``settings.max_question_chars``: the longest question taken."""
+MAX_QUERY_CHARS = 1000
+"""The longest search query taken."""
+BIGINT_MAX = 2**63 - 1
 
 
 def _payload(data: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
+
+
+def _whole(value: Any, name: str) -> int:
+    """``value`` as a bigint: an int or a string of ASCII digits, else :class:`InvalidArgument`."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not -BIGINT_MAX <= value <= BIGINT_MAX:
+        raise InvalidArgument(f"{name} must be a whole number, got {str(value)[:40]!r}")
+    return value
+
+
+def _text(raw: Any, name: str, max_chars: int) -> str:
+    """``raw`` stripped, non-empty, without NUL and at most ``max_chars`` long."""
+    if not isinstance(raw, str):
+        raise InvalidArgument(f"parameter {name!r} must be a string")
+    value = raw.strip()
+    if not value:
+        raise InvalidArgument(f"parameter {name!r} is required")
+    if len(value) > max_chars:
+        raise InvalidArgument(
+            f"parameter {name!r} must be at most {max_chars} characters, got {len(value)}",
+            hint="shorten it",
+        )
+    if "\x00" in value:
+        raise InvalidArgument(f"parameter {name!r} must not contain NUL characters")
+    return value
+
+
+def check_question(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """A question, stripped; an :class:`InvalidArgument` naming it if empty, too long or not text."""
+    return _text(question, "question", max_chars)
+
+
+def check_query(query: Any, max_chars: int = MAX_QUERY_CHARS) -> str:
+    """A search query, stripped; an :class:`InvalidArgument` naming ``q`` if empty, too long or not text."""
+    return _text(query, "q", max_chars)
 
 
 @dataclass(frozen=True)
@@ -51,11 +91,13 @@ class SearchRequest:
     def from_dict(cls, data: Any) -> SearchRequest:
         """The request in a task payload; a ``k`` that is no whole number is an :class:`InvalidArgument`."""
         payload = _payload(data)
-        try:
-            k = int(payload.get("k", 5))
-        except (TypeError, ValueError):
-            raise InvalidArgument("k must be a whole number") from None
-        return cls(str(payload.get("q", "")), k)
+        k = _whole(payload.get("k", 5), "k")
+        if not 1 <= k <= 100:
+            raise InvalidArgument(f"k must be between 1 and 100, got {k}")
+        q = payload.get("q", "")
+        if isinstance(q, str) and len(q) > MAX_QUERY_CHARS:
+            raise InvalidArgument(f"parameter 'q' must be at most {MAX_QUERY_CHARS} characters, got {len(q)}")
+        return cls(str(q), k)
 
 
 @dataclass(frozen=True)
@@ -72,11 +114,21 @@ class AskRequest:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any) -> AskRequest:
-        """The request in a task payload (the question stripped)."""
+    def checked(cls, question: Any, max_chars: int = MAX_QUESTION_CHARS) -> AskRequest:
+        """A request for ``question``, refused (:class:`InvalidArgument`) if empty or over ``max_chars``."""
+        return cls(check_question(question, max_chars))
+
+    @classmethod
+    def from_dict(cls, data: Any, max_chars: int = MAX_QUESTION_CHARS) -> AskRequest:
+        """The request in a task payload (the question stripped); a question over ``max_chars`` is refused."""
         payload = _payload(data)
         request_id = payload.get("request_id")
-        return cls(str(payload.get("question", "")).strip(), int(request_id) if request_id else None)
+        question = str(payload.get("question", "")).strip()
+        if len(question) > max_chars:
+            raise InvalidArgument(
+                f"parameter 'question' must be at most {max_chars} characters, got {len(question)}"
+            )
+        return cls(question, _whole(request_id, "request_id") if request_id else None)
 
 
 @dataclass(frozen=True)
@@ -91,7 +143,7 @@ class ReportRequest:
     @classmethod
     def from_dict(cls, data: Any) -> ReportRequest:
         period = _payload(data).get("period_s")
-        return cls(int(period) if period is not None else None)
+        return cls(_whole(period, "period_s") if period is not None else None)
 
 
 @dataclass(frozen=True)
@@ -134,9 +186,11 @@ class HelpEvent:
     def from_dict(cls, data: Any) -> HelpEvent:
         payload = _payload(data)
         task = payload.get("task")
-        return cls(
-            int(task) if task is not None else None, str(payload.get("delta", "")), bool(payload.get("done"))
-        )
+        try:
+            task_id = _whole(task, "task") if task is not None else None
+        except InvalidArgument:
+            task_id = None  # not ours: a follower skips it
+        return cls(task_id, str(payload.get("delta", "")), bool(payload.get("done")))
 
 
 async def is_ai_help_running(pool: db.Pool | db.Connection) -> bool:

@@ -77,7 +77,8 @@ class Bus:
         ``overrides`` replace fields of ``config`` (default :class:`WorkerConfig`),
         e.g. ``bus.worker("mail", send, concurrency=4)``.
         """
-        config = dataclasses.replace(config or WorkerConfig(), **overrides)
+        default = WorkerConfig(batch_max=self.settings.claim_batch_max)
+        config = dataclasses.replace(config or default, **overrides)
         return Worker(self.pool, queue, handler, config, notifier=self.notifier, waker=self.wakers.get(queue))
 
 

@@ -98,6 +98,18 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    """One of ``choices``, case-insensitive."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name}: expected {' or '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -293,6 +305,48 @@ SETTINGS: tuple[Spec, ...] = (
         "LangSmith's API URL. Unset: LangSmith's public endpoint.",
     ),
     Spec("BGAGENTS_LOG_LEVEL", "log_level", _log_level, "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    Spec(
+        "BGAGENTS_LOG_DIR",
+        "log_dir",
+        _absolute_path,
+        None,
+        "Folder for per-agent log files (NAME.log, rotated by size). Unset: standard error only.",
+    ),
+    Spec(
+        "BGAGENTS_LOG_FORMAT",
+        "log_format",
+        _choice("text", "json"),
+        "text",
+        "text, or json for log shippers.",
+    ),
+    Spec(
+        "BGAGENTS_BACKUP_DIR",
+        "backup_dir",
+        _absolute_path,
+        None,
+        "Folder for the coordinator leader's scheduled backups. Unset: no scheduled backups.",
+    ),
+    Spec(
+        "BGAGENTS_BACKUP_INTERVAL_HOURS",
+        "backup_interval_hours",
+        _float_in(0, 8760),
+        "24",
+        "Hours between scheduled backups (with BGAGENTS_BACKUP_DIR).",
+    ),
+    Spec(
+        "BGAGENTS_BACKUP_KEEP",
+        "backup_keep",
+        _int_in(1, 1000),
+        "7",
+        "Scheduled backups kept; older ones are deleted.",
+    ),
+    Spec(
+        "BGAGENTS_CLAIM_BATCH_MAX",
+        "claim_batch_max",
+        _int_in(1, 10000),
+        "100",
+        "Upper bound of a worker's adaptive claim batch (a deep backlog drains in larger batches).",
+    ),
 )
 
 
@@ -326,6 +380,12 @@ class Settings:
     langsmith_api_key: str | None
     langsmith_endpoint: str | None
     log_level: str
+    log_dir: Path | None
+    log_format: str
+    backup_dir: Path | None
+    backup_interval_hours: float
+    backup_keep: int
+    claim_batch_max: int
 
     @property
     def uses_embedded(self) -> bool:

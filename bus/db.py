@@ -42,6 +42,7 @@ __all__ = [
     "resolve_url",
     "run",
     "sql_text",
+    "sync_limits",
 ]
 
 
@@ -166,7 +167,24 @@ async def create_pool(settings: Settings, url: str | None = None) -> Pool:
     except _CONNECT_ERRORS as exc:
         raise _connect_error(url, exc) from exc
     assert pool is not None
+    await sync_limits(pool, settings)
     return pool
+
+
+async def sync_limits(conn: Connection | Pool, settings: Settings) -> bool:
+    """Set ``bg.limits`` (what bg.enqueue, bg.publish and bg.ask enforce for every caller) from
+    ``settings`` where it differs; False when it can't (no schema yet, or a role without the right)."""
+    wanted = (settings.max_payload_bytes, settings.max_question_chars)
+    try:
+        row = await run(conn, "limits_get")
+        if row is None or tuple(row) == wanted:
+            return row is not None
+        await run(conn, "limits_set", *wanted)
+    except asyncpg.PostgresError as exc:
+        logger.debug("could not bring bg.limits in step with the settings: %s", exc)
+        return False
+    logger.info("bg.limits: payloads up to %s bytes, questions up to %s characters", *wanted)
+    return True
 
 
 @asynccontextmanager

@@ -38,6 +38,10 @@ class MigrationError(BgError):
     """The database schema could not be migrated."""
 
 
+class BackupError(BgError):
+    """The backup or restore did not complete."""
+
+
 class SchemaNotReady(BgError):
     """The database schema is not current."""
 
@@ -84,6 +88,10 @@ class InvalidArgument(BgError):
     """An argument has a bad value."""
 
 
+class PayloadTooLarge(InvalidArgument):
+    """The payload or question is larger than the configured limit (SQLSTATE BG413)."""
+
+
 class ModelWeightsError(BgError):
     """The local embedding model's weights could not be had."""
 
@@ -123,6 +131,8 @@ def from_driver(exc: BaseException) -> BgError | None:
             return SchemaNotReady(f"the database has no Background Agents schema yet ({message})")
         if isinstance(exc, asyncpg.UniqueViolationError):
             return ConflictError(message, hint=hint)
+        if state == "BG413":
+            return PayloadTooLarge(message, hint=hint)
         if state.startswith("22") or isinstance(exc, asyncpg.CheckViolationError):
             return InvalidArgument(message, hint=hint)
         if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError):

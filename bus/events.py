@@ -177,9 +177,30 @@ class Events:
                 undo()
 
 
+BIGINT_MAX = 2**63 - 1
+"""Both halves of a cursor fit PostgreSQL's ``bigint``."""
+
+
 def parse_cursor(cursor: str) -> tuple[int, int]:
-    """Check a cursor's shape in Python (the SQL functions check it too)."""
+    """Check a cursor's shape in Python (the SQL functions check it too).
+
+    Only ASCII digits count (``int()`` would take ``'１２'``), without a leading
+    zero, and both halves must fit a ``bigint``; anything else is an
+    :class:`InvalidArgument`.
+    """
     xid, sep, event_id = cursor.partition(":")
-    if not sep or not xid.isdigit() or not event_id.isdigit():
-        raise InvalidArgument(f"malformed event cursor {cursor!r}", hint="a cursor looks like '1234:56'")
+    if not sep or not _is_bigint(xid) or not _is_bigint(event_id):
+        shown = cursor if len(cursor) <= 60 else cursor[:57] + "..."
+        raise InvalidArgument(f"malformed event cursor {shown!r}", hint="a cursor looks like '1234:56'")
     return int(xid), int(event_id)
+
+
+def _is_bigint(digits: str) -> bool:
+    """ASCII digits without a leading zero (PostgreSQL reads ``010`` as octal ``xid8``), within bigint."""
+    return (
+        0 < len(digits) <= 19
+        and digits.isascii()
+        and digits.isdigit()
+        and (digits == "0" or digits[0] != "0")
+        and int(digits) <= BIGINT_MAX
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus import agents, alerts, db
+from bus.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,35 @@ async def events_total(pool: db.Pool) -> int:
     return int(await db.call(pool, "prom_events_total"))
 
 
-async def recent_events(pool: db.Pool, channel: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest events (of ``channel``, or any), newest first, for the dashboard's event log."""
-    return [dict(r) for r in await db.call(pool, "page_events_recent", channel, limit)]
+PREVIEW_CHARS = 200
+"""How much of a payload's JSON the dashboard's lists show; the rest stays in the database."""
+
+
+async def recent_events(
+    pool: db.Pool, channel: str | None = None, limit: int = 50, preview_chars: int = PREVIEW_CHARS
+) -> list[dict[str, Any]]:
+    """The newest events (of ``channel``, or any), newest first, for the dashboard's event log.
+
+    Each has ``payload_preview`` (the first ``preview_chars`` characters of its JSON) and
+    ``payload_truncated`` instead of the payload, so one huge event never fills the list.
+    """
+    return [dict(r) for r in await db.call(pool, "page_events_recent", channel, limit, preview_chars)]
+
+
+async def event(pool: db.Pool, event_id: int) -> dict[str, Any]:
+    """One event with its whole payload; :class:`NotFound` if there is none with that id."""
+    row = await db.call(pool, "page_event", event_id)
+    if row is None:
+        raise NotFound(f"no event {event_id}")
+    return dict(row)
+
+
+async def recent_tasks(
+    pool: db.Pool,
+    queue: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    preview_chars: int = PREVIEW_CHARS,
+) -> list[dict[str, Any]]:
+    """Tasks by queue and status, newest first, with a ``payload_preview`` as :func:`recent_events`."""
+    return [dict(r) for r in await db.call(pool, "page_tasks_recent", queue, status, limit, preview_chars)]

@@ -3,7 +3,10 @@
 Migrations run under a session advisory lock, one transaction each, and are
 recorded with a checksum in ``bg.schema_migrations``. A migration that was
 edited after it was applied is refused. Two processes migrating at once both
-succeed: the second waits for the lock, then finds nothing left to do.
+succeed: the second waits for the lock, then finds nothing left to do. The wait
+is bounded (``lock_timeout``): a session that holds the lock longer, or a table
+lock a migration needs, gives a :class:`MigrationError` naming who holds it.
+After each migration, no function of schema ``bg`` stays executable by PUBLIC.
 
 A migration may declare an extension it needs on a header line::
 
@@ -17,9 +20,11 @@ objects, so that later migrations never depend on it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -37,6 +42,12 @@ _FILENAME = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")
 _REQUIRES = re.compile(r"^--\s*requires-extension:\s*(?P<ext>\w+)\s*$", re.M)
 
 _PARAMETER = re.compile(r"\$(\d+)\b")
+
+LOCK_TIMEOUT = 60.0
+"""Seconds ``migrate`` waits for the migration lock before it names the session holding it."""
+
+TABLE_LOCK_TIMEOUT = "30s"
+"""How long one migration's statements wait for a table lock (PostgreSQL's ``lock_timeout``)."""
 
 EXTENSION_HINTS = MappingProxyType(
     {
@@ -141,13 +152,63 @@ def _check_unchanged(migration: Migration, recorded: str) -> None:
         )
 
 
-async def migrate(conn: db.Connection, migrations: list[Migration] | None = None) -> MigrationReport:
-    """Apply every pending migration whose extensions can be had."""
+async def _take_lock(conn: db.Connection, timeout: float) -> None:
+    """Take the migration lock, or raise :class:`MigrationError` naming its holder after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while not await db.run(conn, "migrate_try_lock"):
+        if time.monotonic() >= deadline:
+            holders = await db.run(conn, "migrate_lock_holders") or "a session that has since ended"
+            raise MigrationError(
+                f"the migration lock (advisory lock 1650934119, 1) was not free within {timeout:g} s; "
+                f"held by {holders}",
+                hint="another `bgagents migrate` may still run; if that session is not a migration, "
+                "end it with pg_terminate_backend(pid)",
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
+async def _apply_one(conn: db.Connection, migration: Migration, table_lock_timeout: str) -> None:
+    try:
+        async with conn.transaction():
+            await db.run(conn, "migrate_lock_timeout", table_lock_timeout)
+            await conn.execute(migration.sql)
+            await db.run(conn, "migrate_revoke_public")
+            await db.run(conn, "migrate_record", migration.version, migration.name, migration.checksum)
+    except asyncpg.LockNotAvailableError as exc:
+        holders = await db.run(conn, "migrate_table_lock_holders") or "sessions that have since ended"
+        raise MigrationError(
+            f"migration {migration.filename} waited more than {table_lock_timeout} for a table lock: "
+            f"{exc}; sessions holding locks in schema bg: {holders}",
+            hint="stop the agents (or end those transactions), then run `bgagents migrate` again",
+        ) from exc
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(
+            f"migration {migration.filename} failed: {exc}",
+            hint=getattr(exc, "hint", None),
+        ) from exc
+
+
+async def migrate(
+    conn: db.Connection,
+    migrations: list[Migration] | None = None,
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+    table_lock_timeout: str = TABLE_LOCK_TIMEOUT,
+) -> MigrationReport:
+    """Apply every pending migration whose extensions can be had.
+
+    Waits at most ``lock_timeout`` seconds for the migration lock, and each statement at
+    most ``table_lock_timeout`` (a PostgreSQL interval, e.g. ``"30s"``) for a table lock."""
     migrations = load_migrations() if migrations is None else migrations
     report = MigrationReport()
-    await db.run(conn, "migrate_lock")
+    await _take_lock(conn, lock_timeout)
     try:
-        await conn.execute(db.sql_text("migrate_bootstrap"))
+        if not await db.run(conn, "migrate_ledger_exists"):
+            # Only then: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+            # the schema exists, which a runtime role (bg_runtime) rightly lacks.
+            await conn.execute(db.sql_text("migrate_bootstrap"))
         applied = {r["version"]: r["checksum"] for r in await db.run(conn, "migrate_applied")}
         for migration in migrations:
             if migration.version in applied:
@@ -159,17 +220,7 @@ async def migrate(conn: db.Connection, migrations: list[Migration] | None = None
                 logger.warning("skipping migration %s: %s", migration.filename, "; ".join(problems))
                 report.skipped.append((migration, "; ".join(problems)))
                 continue
-            try:
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await db.run(
-                        conn, "migrate_record", migration.version, migration.name, migration.checksum
-                    )
-            except asyncpg.PostgresError as exc:
-                raise MigrationError(
-                    f"migration {migration.filename} failed: {exc}",
-                    hint=getattr(exc, "hint", None),
-                ) from exc
+            await _apply_one(conn, migration, table_lock_timeout)
             logger.info("applied migration %s", migration.filename)
             report.applied.append(migration)
     finally:
@@ -219,6 +270,7 @@ async def pending_sql(conn: db.Connection, migrations: list[Migration] | None = 
             parts.append(await db.run(conn, "extension_create_statement", ext) + ";")
         parts.append("BEGIN;")
         parts.append(m.sql.strip())
+        parts.append(db.sql_text("migrate_revoke_public").strip())
         parts.append(with_literals(db.sql_text("migrate_record"), m.version, m.name, m.checksum))
         parts.append("COMMIT;")
     return "\n\n".join(parts) + "\n"
@@ -241,9 +293,13 @@ async def is_current(conn: db.Connection) -> bool:
 
 
 async def apply(settings: Settings) -> MigrationReport:
-    """:func:`migrate` on a connection of its own to the configured database."""
-    async with db.connection(settings) as conn:
-        return await migrate(conn)
+    """:func:`migrate` on a direct connection of its own (the migration lock is a session
+    lock, which a pooler in transaction mode would not keep), then the limits the bg
+    functions enforce set from ``settings``."""
+    async with db.connection(settings, db.listen_url(settings)) as conn:
+        report = await migrate(conn)
+        await db.sync_limits(conn, settings)
+        return report
 
 
 async def status_of(settings: Settings) -> list[MigrationState]:

@@ -1,9 +1,15 @@
 """Where the database is: the URL in use (``DATABASE_URL`` or the embedded server), the direct
-URL for LISTEN, and a password-free description for messages."""
+URL for session features, and a password-free description for messages.
+
+``DATABASE_URL`` may go through a pooler such as PgBouncer in transaction mode, where a
+session lasts one transaction; whatever needs a session of its own (LISTEN, the migration's
+session lock) connects to :func:`listen_url` instead. Either may name several hosts
+(``host=a,b&port=p1,p2&target_session_attrs=read-write``), for failover.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from bus import embedded
 from bus.config import Settings
@@ -17,19 +23,24 @@ def resolve_url(settings: Settings) -> str:
 
 
 def listen_url(settings: Settings) -> str:
-    """The direct URL for LISTEN and advisory-lock leadership."""
+    """The direct URL (never through a pooler) for LISTEN and session locks:
+    ``BGAGENTS_LISTEN_URL``, else the URL in use."""
     return settings.listen_url or resolve_url(settings)
 
 
 def describe(url: str) -> str:
-    """``user@host:port/db`` for messages, without the password."""
+    """``user@host:port/db`` for messages, without the password (``h1:p1,h2:p2`` for several hosts)."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get(
-            "host", "localhost"
-        )
-        port = f":{parts.port}" if parts.port else ""
-        user = f"{parts.username}@" if parts.username else ""
-        return f"{user}{host}{port}{parts.path or '/'}"
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        login, _, hosts = parts.netloc.rpartition("@")
+        user = f"{login.split(':', 1)[0]}@" if login else ""
+        if not hosts:
+            hosts = query.get("host", "localhost")
+            if "port" in query:
+                ports = query["port"].split(",")
+                names = hosts.split(",")
+                hosts = ",".join(f"{h}:{ports[min(i, len(ports) - 1)]}" for i, h in enumerate(names))
+        return f"{user}{unquote(hosts)}{parts.path or '/'}"
     except ValueError:
         return "<unparseable URL>"

@@ -88,6 +88,8 @@ def make_worker_id() -> str:
 
 def result_json(value: Any) -> str:
     """A handler's result as JSON text; a result that isn't JSON is stored as its repr."""
+    if value is None:
+        return "null"
     try:
         return json.dumps(value)
     except (TypeError, ValueError):

@@ -5,8 +5,17 @@ rows that other workers hold locked, and gives each a lease. While a handler
 runs, the worker renews its leases; a worker killed with ``kill -9`` stops
 renewing, its leases expire, and the next claim re-claims those tasks, so
 nothing is lost (at-least-once). Completions are batched per worker in a
-separate statement from claims: finishing one batch and claiming the next in
-one statement can deadlock between workers while draining.
+separate statement from claims (:mod:`bus.completions`): finishing one batch
+and claiming the next in one statement can deadlock between workers while
+draining.
+
+The claim batch adapts to the backlog: while claims come back full and the
+claim says more tasks are ready, each claim asks for twice as many (up to
+``batch_max``, :data:`~bus.config.Settings.claim_batch_max`), and the tasks
+beyond ``concurrency`` wait in the worker, holding their leases, until a slot
+frees up. A deep queue so drains in batches of a hundred (two round trips per
+hundred tasks), while a trickle claims what is there, at once; the first claim
+that comes back short drops the batch back to ``batch``.
 
 A handler that raises is retried with exponential backoff and jitter until
 ``max_attempts``, then the task is ``failed`` (the dead letter). What a handler
@@ -21,13 +30,15 @@ import inspect
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bus import db
+from bus.completions import Completions
 from bus.notifier import Notifier
-from bus.task import Cancelled, Handler, Task, backoff_delay, make_worker_id, result_json
+from bus.task import Cancelled, Handler, Task, backoff_delay, make_worker_id
 from bus.waiting import wait_event
 from bus.waker import QueueWaker
 
@@ -36,7 +47,10 @@ __all__ = ["Cancelled", "Handler", "Task", "Worker", "WorkerConfig", "backoff_de
 logger = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "bg_task_cancel"
-"""The channel on which ``bg.cancel_task`` names a running task to stop."""
+"""The channel on which ``bg.cancel_task`` names a running task to stop.
+
+Any login may NOTIFY on it, so a notification is only a hint: the worker reads the
+task's row and cancels the handler only when the row says ``cancel_requested``."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,9 @@ class WorkerConfig:
     concurrency: int = 10
     """Tasks that run at once in this worker."""
     batch: int = 10
-    """Most tasks claimed by one query."""
+    """Most tasks claimed by one query while the queue is shallow."""
+    batch_max: int = 100
+    """Most tasks claimed by one query while the backlog is deep (the adaptive batch's bound)."""
     lease: float = 30.0
     """Seconds a claim lasts; renewed every third of it while the handler runs."""
     poll_interval: float = 2.0
@@ -65,8 +81,8 @@ class WorkerConfig:
     """Longest wait, in seconds, before recording a completion."""
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.batch < 1:
-            raise ValueError("concurrency and batch must be at least 1")
+        if self.concurrency < 1 or self.batch < 1 or self.batch_max < 1:
+            raise ValueError("concurrency, batch and batch_max must be at least 1")
 
 
 class Worker:
@@ -94,16 +110,23 @@ class Worker:
         self.notifier = notifier
         self.worker_id = self.config.worker_id or make_worker_id()
         self.processed = 0
+        self.claim_seconds: deque[float] = deque(maxlen=10_000)
+        """How long the latest claims took (for benchmarks and diagnostics)."""
         self._is_async = inspect.iscoroutinefunction(handler)
         self._inflight: dict[int, tuple[Task, asyncio.Task[None]]] = {}
-        self._done: list[tuple[int, Any]] = []
-        self._done_ready = asyncio.Event()
+        self._completions = Completions(
+            pool, queue, self.worker_id, self.config.flush_size, self.config.flush_delay
+        )
+        self._slots = asyncio.Semaphore(self.config.concurrency)
+        self._started: set[int] = set()
+        self._claim_size = 0  # the adaptive batch; 0 while the queue is shallow
         self._own_waker = waker is None
         self._waker = waker or QueueWaker()
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._grace = 10.0
         self._paused = False
+        self._cancel_checks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -115,7 +138,7 @@ class Worker:
             if self._own_waker:
                 undo.append(self._waker.attach(self.notifier, self.queue))
         helpers = [
-            asyncio.create_task(self._flush_loop(), name=f"worker-{self.queue}-flush"),
+            asyncio.create_task(self._completions.run(), name=f"worker-{self.queue}-flush"),
             asyncio.create_task(self._renew_loop(), name=f"worker-{self.queue}-renew"),
         ]
         try:
@@ -123,12 +146,14 @@ class Worker:
         finally:
             for u in undo:
                 u()
+            for check in list(self._cancel_checks):
+                check.cancel()
             helpers[1].cancel()
             await self._drain_inflight()
             self._stopping.set()
-            self._done_ready.set()
+            self._completions.stop()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._flush()
+            await self._completions.flush()
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; in-flight tasks get ``grace`` seconds before they are released."""
@@ -159,21 +184,24 @@ class Worker:
             if free < self.config.batch and self._inflight and not self._waker.empty:
                 await self._gather_slots()
                 free = self.config.concurrency - len(self._inflight)
-            want = min(free, self.config.batch)
+            want = max(min(free, self.config.batch), self._claim_size - len(self._inflight))
             if self._paused or (self._waker.empty and not self._waker.take_pending()):
                 look_ahead = await self._idle()
                 continue
             self._waker.take_pending()
+            began = time.perf_counter()
             try:
                 rows = await db.run(
                     self.pool, "queue_claim", self.queue, want, self.worker_id, self.config.lease
                 )
+                self.claim_seconds.append(time.perf_counter() - began)
             except db.DB_ERRORS as exc:
                 logger.warning("worker %s: claim failed: %s", self.queue, exc)
                 await self._sleep(1.0)
                 continue
             for row in rows:
                 self._start(row)
+            self._adapt(len(rows), want, bool(rows and rows[0]["more"]))
             if rows and rows[0]["more"]:
                 self._waker.wake_one()  # more are ready: let an idle worker help
                 continue
@@ -183,6 +211,13 @@ class Worker:
             if look_ahead:
                 await self._look_ahead()
             look_ahead = await self._idle()
+
+    def _adapt(self, got: int, want: int, more: bool) -> None:
+        """Double the next claim while claims come back full with more ready; else shrink back."""
+        if got == want and more:
+            self._claim_size = min(self.config.batch_max, max(self._claim_size, want) * 2)
+        elif got < want:
+            self._claim_size = 0
 
     async def _gather_slots(self) -> None:
         """Let more slots free up for a moment, so claims stay batched.
@@ -230,24 +265,48 @@ class Worker:
 
     def _on_cancel_notify(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
-            entry = self._inflight.get(int(payload))
-            if entry is not None:
-                entry[0].request_cancel()
+            task_id = int(payload)
+            if task_id in self._inflight:
+                check = asyncio.create_task(self._check_cancel(task_id), name=f"worker-{self.queue}-cancel")
+                self._cancel_checks.add(check)
+                check.add_done_callback(self._cancel_checks.discard)
+
+    async def _check_cancel(self, task_id: int) -> None:
+        """Cancel a running task's handler only if its row asks for it (a NOTIFY proves nothing)."""
+        try:
+            requested = await db.run(self.pool, "queue_cancel_requested", task_id, self.worker_id)
+        except db.DB_ERRORS as exc:
+            logger.warning(
+                "worker %s: could not read the cancel flag of task %s: %s", self.queue, task_id, exc
+            )
+            return  # the next lease renewal reads the flag again
+        entry = self._inflight.get(task_id)
+        if requested and entry is not None:
+            entry[0].request_cancel()
+        elif not requested:
+            logger.info(
+                "worker %s: ignored a cancel notification for task %s: its row asks for none",
+                self.queue,
+                task_id,
+            )
 
     # --- running --------------------------------------------------------------------
 
     def _start(self, row: Any) -> None:
         task = Task.from_claim(row)
-        runner = asyncio.create_task(self._execute(task), name=f"task-{task.id}")
+        runner = asyncio.create_task(self._execute(task))  # unnamed: a name costs 2 % in a drain
         self._inflight[task.id] = (task, runner)
 
     async def _execute(self, task: Task) -> None:
         try:
-            async with asyncio.timeout(task.timeout):
-                if self._is_async:
-                    result = await self.handler(task)
+            async with self._slots:  # claimed beyond concurrency: wait for a slot
+                self._started.add(task.id)
+                call = self.handler(task) if self._is_async else asyncio.to_thread(self.handler, task)
+                if task.timeout is None:
+                    result = await call
                 else:
-                    result = await asyncio.to_thread(self.handler, task)
+                    async with asyncio.timeout(task.timeout):
+                        result = await call
         except Cancelled as exc:
             await self._fail(task, str(exc), "", cancelled=True)
         except TimeoutError:
@@ -257,10 +316,9 @@ class Worker:
         except Exception as exc:
             await self._fail(task, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         else:
-            self._done.append((task.id, result))
-            if len(self._done) == 1 or len(self._done) >= self.config.flush_size:
-                self._done_ready.set()
+            self._completions.add(task.id, result)
         finally:
+            self._started.discard(task.id)
             self._inflight.pop(task.id, None)
             self.processed += 1
             self._slot_free.set()
@@ -298,38 +356,6 @@ class Worker:
 
     # --- completions and leases -----------------------------------------------------
 
-    async def _flush_loop(self) -> None:
-        """Record completions in batches: up to ``flush_size`` rows or ``flush_delay`` old."""
-        while not self._stopping.is_set():
-            await self._done_ready.wait()
-            self._done_ready.clear()
-            deadline = time.monotonic() + self.config.flush_delay
-            while len(self._done) < self.config.flush_size and not self._stopping.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                await wait_event(self._done_ready, remaining)
-                self._done_ready.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        while self._done:
-            done, self._done = self._done, []
-            ids = [task_id for task_id, _ in done]
-            results = [result for _, result in done]
-            try:
-                await db.run(
-                    self.pool, "queue_complete", ids, [result_json(r) for r in results], self.worker_id
-                )
-            except db.DB_ERRORS as exc:
-                logger.warning(
-                    "worker %s: could not record %d completions: %s; retrying", self.queue, len(ids), exc
-                )
-                self._done = done + self._done
-                await asyncio.sleep(0.5)
-                if self._stopping.is_set():
-                    return
-
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.lease / 3)
@@ -350,11 +376,18 @@ class Worker:
     async def _drain_inflight(self) -> None:
         if not self._inflight:
             return
-        runners = [runner for _, runner in self._inflight.values()]
-        _, pending = await asyncio.wait(runners, timeout=self._grace)
+        # Tasks claimed ahead that never started go back at once; started ones get the grace.
+        ids_of = {runner: tid for tid, (_, runner) in self._inflight.items()}
+        waiting = {runner for runner, tid in ids_of.items() if tid not in self._started}
+        for runner in waiting:
+            runner.cancel()
+        pending = set(waiting)
+        if runners := [runner for runner in ids_of if runner not in waiting]:
+            _, still = await asyncio.wait(runners, timeout=self._grace)
+            pending |= still
         if not pending:
             return
-        ids = [task_id for task_id, (_, r) in list(self._inflight.items()) if r in pending]
+        ids = [ids_of[runner] for runner in pending]
         for runner in pending:
             runner.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

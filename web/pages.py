@@ -34,7 +34,10 @@ from web.security import csrf_token
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-ASSETS = HERE / "node_modules"
+VENDOR = HERE / "static" / "vendor"
+"""The npm assets a built package ships (copied there by web/packaging/assets_backend.py)."""
+ASSETS = VENDOR if (VENDOR / "htmx.org").is_dir() else HERE / "node_modules"
+"""Where ``/static/vendor`` comes from: the packaged copy when present, else a checkout's node_modules."""
 Context = dict[str, Any]
 
 
@@ -84,7 +87,7 @@ async def tasks_context(request: web.Request) -> Context:
             entry["oldest"] = float(s["oldest_ready_age_s"])
     return {
         "queues": sorted(queues.values(), key=lambda e: e["queue"]),
-        "tasks": await q.list_tasks(queue, status, 100),
+        "tasks": await system.recent_tasks(request.app[BUS].pool, queue, status, 100),
         "queue": queue,
         "status": status,
         "statuses": STATUSES,
@@ -124,9 +127,15 @@ async def ask(request: web.Request) -> web.Response:
     form = await request.post()
     question = str(form.get("question", "")).strip()
     bus = request.app[BUS]
-    context: Context = {"question": question, "answer": None, "error": None}
+    limit = request.app[SETTINGS].max_question_chars
+    context: Context = {"question": question[:limit], "answer": None, "error": None}
     if not question:
         context["error"] = "Ask a question first."
+    elif len(question) > limit:
+        context["error"] = (
+            f"The question is too long: {len(question)} characters, at most {limit} "
+            "(BGAGENTS_MAX_QUESTION_CHARS)."
+        )
     elif not await ai.is_ai_help_running(bus.pool):
         context["error"] = "The ai-help agent is not running (start it with bgagents up)."
     else:
@@ -201,6 +210,12 @@ async def events_page(request: web.Request) -> web.Response:
     return await _page(request, "events", ("events",))
 
 
+async def event_page(request: web.Request) -> web.Response:
+    """One event with its whole payload: where the event log's truncated previews link."""
+    found = await system.event(request.app[BUS].pool, path_id(request))
+    return await _page(request, "event", (), event=found)
+
+
 def partial_handler(region: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         context = await REGIONS[region](request)
@@ -226,6 +241,16 @@ def _ago(seconds: Any) -> str:
     return f"{s / 3600:.1f}h ago"
 
 
+def _static(app: web.Application) -> Callable[[str], str]:
+    """``static('app/app.css')`` or ``static('vendor/<package>/...')``: a URL from the static routes."""
+
+    def static(path: str) -> str:
+        area, _, filename = path.partition("/")
+        return str(app.router[f"static_{area}"].url_for(filename=filename))
+
+    return static
+
+
 def setup(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(
         app,
@@ -233,7 +258,7 @@ def setup(app: web.Application) -> None:
         autoescape=jinja2.select_autoescape(["html"], default=True),
         context_processors=[aiohttp_jinja2.request_processor],
     )
-    env.globals.update(csrf=_csrf, ago=_ago, app=app, static=lambda path: f"/static/{path}")
+    env.globals.update(csrf=_csrf, ago=_ago, app=app, static=_static(app))
     r = app.router
     r.add_get("/", overview, name="overview")
     r.add_get("/agents/{name}", agent_page, name="agent")
@@ -241,6 +266,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/tasks", tasks_page, name="tasks")
     r.add_get("/tasks/{id}", task_page, name="task")
     r.add_get("/events", events_page, name="events")
+    r.add_get("/events/{id}", event_page, name="event")
     r.add_post("/ask", ask, name="ask")
     r.add_get("/knowledge", source_page, name="source")
     for region in REGIONS:
@@ -250,5 +276,6 @@ def setup(app: web.Application) -> None:
         r.add_static("/static/vendor", ASSETS, name="static_vendor")
     else:
         logger.warning(
-            "dashboard assets are missing (run `npm ci --prefix web`); pages render without live updates"
+            "dashboard assets are missing (in a checkout run `npm ci --prefix web`; a built package "
+            "ships them); pages render without live updates"
         )

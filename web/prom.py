@@ -1,7 +1,9 @@
 """``GET /metrics`` in Prometheus's text format, built with ``prometheus-client``.
 
-Database-backed gauges are read at scrape time; HTTP request durations come
-from a middleware histogram. Every metric is prefixed ``bgagents_``.
+Database-backed gauges are read at scrape time, and so are the monotonic
+counters that triggers keep in ``bg.counters`` (tasks finished, events
+published, the claim-latency histogram: see :mod:`bus.counters`); HTTP request
+durations come from a middleware histogram. Every metric is prefixed ``bgagents_``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bus import counters
 from bus import health as system
 from web.keys import BROADCASTER, BUS
 
@@ -78,7 +81,38 @@ async def _families(app: web.Application) -> list[Metric]:
     events.add_metric([], float(await system.events_total(pool)))
     clients = GaugeMetricFamily("bgagents_sse_clients", "Connected SSE clients in this process")
     clients.add_metric([], float(len(app[BROADCASTER].clients)))
-    return [status, health, age, alerts, tasks, depth, oldest, events, clients]
+    return [status, health, age, alerts, tasks, depth, oldest, events, clients, *await _counters(app)]
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus-client writes ``le`` (``0.005``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+async def _counters(app: web.Application) -> list[Metric]:
+    """The monotonic counters kept in the database (they survive pruning and restarts)."""
+    kept = await counters.read(app[BUS].pool)
+    finished = CounterMetricFamily(
+        "bgagents_tasks_finished",
+        "Tasks that reached a final status, by queue and status",
+        labels=["queue", "status"],
+    )
+    for (queue, status), value in sorted(kept.tasks_finished.items()):
+        finished.add_metric([queue, status], value)
+    published = CounterMetricFamily(
+        "bgagents_events_published", "Events published, by channel", labels=["channel"]
+    )
+    for channel, value in sorted(kept.events_published.items()):
+        published.add_metric([channel], value)
+    latency = HistogramMetricFamily(
+        "bgagents_task_claim_latency_seconds",
+        "Seconds from a task being ready (its run_at, or when it was enqueued) to its claim",
+        labels=["queue"],
+    )
+    for histogram in kept.claim_latency:
+        buckets = [(_le(bound), value) for bound, value in histogram.buckets]
+        latency.add_metric([histogram.queue], buckets, histogram.total)
+    return [finished, published, latency]
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -14,9 +14,15 @@ The stream comes in two modes, one small function each:
 
 Every stream starts with a ``hello`` (carrying ``retry:``), and a keepalive
 comment follows every 15 s. A client that stops reading is cut off, never
-delaying the others, and reconnects with its cursor. The endpoint never
-answers 5xx: htmx's SSE extension drops ``Last-Event-ID`` after an error
-response. On shutdown every open stream is stopped, so clients resume.
+delaying the others, and reconnects with its cursor. A client that went away
+is noticed within :data:`CHECK_EVERY` seconds even on a silent channel (the
+stream watches its transport, not only its writes), so it leaves the
+broadcaster, and the ``bgagents_sse_clients`` gauge, at once. Beyond
+``settings.max_streams`` open streams a client gets a 429 with ``Retry-After``.
+A malformed cursor gets a 400 naming the parameter before the stream opens.
+The endpoint never answers 5xx: htmx's SSE extension drops ``Last-Event-ID``
+after an error response. On shutdown every open stream is stopped, so clients
+resume.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import weakref
 from collections.abc import Awaitable, Callable
 
@@ -33,8 +40,9 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from bus.client import Bus
 from bus.errors import DatabaseUnavailable, InvalidArgument
 from bus.events import CursorExpired, Event, parse_cursor
+from web.api.common import json_error
 from web.broadcaster import Broadcaster, Client, CoalescingClient, QueuedClient
-from web.keys import BROADCASTER, BUS, STREAMS
+from web.keys import BROADCASTER, BUS, SETTINGS, STREAMS
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,15 @@ COALESCE_EVERY = 0.25
 REPLAY_PAGE = 500
 """Events read from the table per page of a replay."""
 
+CHECK_EVERY = 1.0
+"""Seconds between checks that a stream's client is still connected."""
+
+RETRY_AFTER = 5
+"""Seconds a client turned away by the stream cap is asked to wait (``Retry-After``)."""
+
+_CURSOR = re.compile(r"[0-9]{1,19}:[0-9]{1,19}", re.ASCII)
+BIGINT_MAX = 2**63 - 1
+
 Position = tuple[int, int]
 Mode = Callable[[EventSourceResponse], Awaitable[None]]
 
@@ -67,22 +84,47 @@ def _channels(request: web.Request) -> set[str] | None:
 
 
 def _cursor(request: web.Request) -> str | None:
-    """The client's cursor: ``Last-Event-ID``, else ``?after=``, else None."""
-    cursor = request.headers.get("Last-Event-ID") or request.query.get("after") or None
-    if cursor is not None:
-        try:
-            parse_cursor(cursor)
-        except InvalidArgument as exc:
-            raise InvalidArgument(
-                f"parameter 'after' / Last-Event-ID: {exc.message}", hint=exc.hint
-            ) from None
+    """The client's cursor: ``Last-Event-ID``, else ``?after=``, else None; malformed: 400."""
+    header = request.headers.get("Last-Event-ID")
+    if header:
+        return _checked_cursor("Last-Event-ID", header)
+    after = request.query.get("after")
+    return _checked_cursor("after", after) if after else None
+
+
+def _checked_cursor(name: str, cursor: str) -> str:
+    """``cursor`` if it is two ASCII-digit bigints joined by a colon; else InvalidArgument naming ``name``."""
+    hint = "a cursor looks like '1234:56': the id of an event this stream sent"
+    if _CURSOR.fullmatch(cursor) is None or any(int(part) > BIGINT_MAX for part in cursor.split(":")):
+        raise InvalidArgument(f"parameter {name!r} is not an event cursor", hint=hint)
+    try:
+        parse_cursor(cursor)
+    except (InvalidArgument, ValueError, OverflowError):
+        raise InvalidArgument(f"parameter {name!r} is not an event cursor", hint=hint) from None
     return cursor
+
+
+def _over_cap(request: web.Request) -> web.Response | None:
+    """A 429 with ``Retry-After`` when this process already serves ``max_streams`` streams."""
+    cap = request.app[SETTINGS].max_streams
+    if len(request.app[BROADCASTER].clients) < cap:
+        return None
+    resp = json_error(
+        429,
+        f"too many event streams open ({cap}, BGAGENTS_MAX_STREAMS)",
+        f"retry in {RETRY_AFTER} s; close other tabs or raise BGAGENTS_MAX_STREAMS",
+    )
+    resp.headers["Retry-After"] = str(RETRY_AFTER)
+    return resp
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """``GET /api/events?channels=a,b``: every event after the client's cursor, then live."""
     channels = _channels(request)
     cursor = _cursor(request)
+    full = _over_cap(request)
+    if full is not None:
+        return full
     if request.query.get("coalesce") in ("1", "true"):
         regions = CoalescingClient(channels, newest=cursor)
         return await _stream(request, regions, lambda resp: coalesced(resp, regions))
@@ -92,19 +134,48 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, client: Client, mode: Mode) -> web.StreamResponse:
-    """Open the event stream with ``client`` registered, and run ``mode`` on it until it ends."""
+    """Open the event stream with ``client`` registered, and run ``mode`` on it until it ends.
+
+    ``mode`` runs beside a watch on the connection: when the client goes away
+    (even on a silent channel, where no write would notice) or the stream is
+    stopped (shutdown), ``mode`` is cancelled and ``client`` leaves the broadcaster.
+    """
     broadcaster = request.app[BROADCASTER]
     broadcaster.register(client)
     try:
         async with sse_response(request, ping_interval=KEEPALIVE, send_timeout=SEND_TIMEOUT) as resp:
             request.app[STREAMS].add(resp)
-            await mode(resp)
+            await _until_gone(request, resp, mode(resp))  # a client gone or stalled resumes by cursor
             return resp
     except (ConnectionResetError, TimeoutError):
         # The client went away or stalled; it reconnects with its cursor.
         return web.Response(status=204)
     finally:
         broadcaster.unregister(client)
+
+
+def connected(request: web.Request, resp: EventSourceResponse) -> bool:
+    """Whether the stream is open and its client still connected."""
+    transport = request.transport
+    return resp.is_connected() and transport is not None and not transport.is_closing()
+
+
+async def _until_gone(request: web.Request, resp: EventSourceResponse, work: Awaitable[None]) -> None:
+    """Run ``work`` until it ends, the client disconnects or the stream is stopped."""
+    task = asyncio.ensure_future(work)
+    try:
+        while connected(request, resp):
+            done, _ = await asyncio.wait({task}, timeout=CHECK_EVERY)
+            if done:
+                break
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None and not isinstance(exc, ConnectionResetError | TimeoutError):
+        # The response is under way: no error status can be sent; the client reconnects.
+        logger.warning("SSE stream ended by %s: %s", type(exc).__name__, exc)
 
 
 async def _hello(resp: EventSourceResponse) -> None:
@@ -188,10 +259,10 @@ async def _replay(
 
 async def stop_streams(app: web.Application) -> None:
     """On shutdown, end every stream cleanly (clients reconnect and resume)."""
-    open_streams = app[STREAMS]
-    streams = list(open_streams)
+    streams = [s for s in app[STREAMS] if s.is_connected()]
     for stream in streams:
         stream.stop_streaming()
+    # The handlers notice within CHECK_EVERY; the runner's shutdown_timeout bounds the rest.
     await asyncio.gather(*(s.wait() for s in streams), return_exceptions=True)
 
 

@@ -60,6 +60,9 @@ ENTRYPOINT = "bench_noop"
 #: entrypoint (workload "mixed"); sync entrypoints run in a thread.
 MIXED_ENTRYPOINTS = ("syncfetch", "asyncfetch")
 
+#: How long each enqueue call of the latest throughput run took (ms), for the bench's table.
+ENQUEUE_MS: list[float] = []
+
 # Rows per enqueue call when pre-filling the queue for drain mode.
 _PREFILL_CHUNK = 1000
 # How long the queue managers get to verify the schema and start listening.
@@ -208,7 +211,9 @@ async def _stop_managers(managers: list[QueueManager], tasks: list[asyncio.Task[
 async def _enqueue_loop(queries: Queries, batch: int, stop: asyncio.Event, workload: str) -> int:
     sent = 0
     while not stop.is_set():
+        began = time.perf_counter()
         await _enqueue_batch(queries, batch, workload)
+        ENQUEUE_MS.append((time.perf_counter() - began) * 1000)
         sent += batch
     return sent
 
@@ -276,6 +281,7 @@ async def run_pgqueuer(
                 await asyncio.gather(*(_wait_listening(qm, t) for qm, t in zip(managers, tasks, strict=True)))
 
                 stop = asyncio.Event()
+                ENQUEUE_MS.clear()
                 started = time.perf_counter()
                 loops = [
                     asyncio.create_task(_enqueue_loop(q, enqueue_batch, stop, workload)) for q in producers
@@ -290,6 +296,7 @@ async def run_pgqueuer(
                     stop.set()
                     sent = sum(await asyncio.gather(*loops))
                 result = _summary(recorder, elapsed)
+                result["enqueue_p50_ms"] = percentile(sorted(ENQUEUE_MS), 0.5)
                 logger.info(
                     "pgqueuer throughput: %d enqueued, %d done in %.2fs", sent, result["jobs"], elapsed
                 )

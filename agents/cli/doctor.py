@@ -60,6 +60,65 @@ async def check_database(settings: Settings) -> list[Check]:
         checks.append(Check(OK, "server version", f"PostgreSQL {version.text}"))
     checks.append(_check_pgvector(report.extensions["vector"], version.num))
     checks.append(_check_schema(report.schema))
+    if not settings.uses_embedded:
+        checks.extend(await check_pooler(settings))
+    return checks
+
+
+async def check_pooler(settings: Settings) -> list[Check]:
+    """Whether a pooler in transaction mode (PgBouncer) is in front, and set up for (docs/scale-out.md)."""
+    label = "pooler"
+    try:
+        report = await diagnostics.pooler(settings)
+    except BgError as exc:
+        return [
+            Check(FAIL, label, f"BGAGENTS_LISTEN_URL: {exc.message}", exc.hint or "check BGAGENTS_LISTEN_URL")
+        ]
+    direct = "point it at PostgreSQL itself, not at PgBouncer"
+    if not report.pooled:
+        if report.listen_pooled:
+            return [
+                Check(
+                    FAIL,
+                    label,
+                    "BGAGENTS_LISTEN_URL goes through a pooler in transaction mode: "
+                    "LISTEN would miss notifications",
+                    direct,
+                )
+            ]
+        return [Check(OK, label, "none detected: DATABASE_URL reaches PostgreSQL with a session of its own")]
+    checks = []
+    if not report.listen_set:
+        checks.append(
+            Check(
+                FAIL,
+                label,
+                "DATABASE_URL goes through a pooler in transaction mode (PgBouncer) and BGAGENTS_LISTEN_URL "
+                "is unset, so LISTEN and the migration lock would go through it too",
+                "set BGAGENTS_LISTEN_URL to PostgreSQL directly",
+            )
+        )
+    elif report.listen_pooled:
+        checks.append(Check(FAIL, label, "BGAGENTS_LISTEN_URL goes through the pooler too", direct))
+    if report.prepared_error is not None:
+        checks.append(
+            Check(
+                FAIL,
+                "statement cache",
+                f"BGAGENTS_STATEMENT_CACHE_SIZE={settings.statement_cache_size} fails through the pooler "
+                f"({report.prepared_error})",
+                "set BGAGENTS_STATEMENT_CACHE_SIZE=0 (or PgBouncer 1.21+ with max_prepared_statements)",
+            )
+        )
+    if not checks:
+        cache = (
+            "statement cache 0"
+            if settings.statement_cache_size == 0
+            else f"prepared statements work through it (cache {settings.statement_cache_size})"
+        )
+        checks.append(
+            Check(OK, label, f"transaction-mode pooler (PgBouncer) in front; LISTEN goes direct; {cache}")
+        )
     return checks
 
 

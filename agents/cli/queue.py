@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from agents.cli.root import with_bus
+from agents.cli.root import BIGINT, INT4, FiniteFloat, clean, with_bus
 from agents.runtime.loader import load_object
 from agents.runtime.signals import on_stop_signal
 from bus import maintenance, schedules
@@ -19,14 +19,40 @@ from bus.worker import Handler, WorkerConfig
 
 T = TypeVar("T")
 
+MAX_JSON_DEPTH = 64
+"""How deeply a payload given on the command line may nest."""
 
-def _json_arg(name: str, raw: str | None) -> Any:
+YEAR = 365 * 86400.0
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _json_arg(name: str, raw: str | None, *, object_only: bool = False) -> Any:
+    """``raw`` parsed as JSON (None: ``{}``), nesting at most :data:`MAX_JSON_DEPTH` levels."""
     if raw is None:
         return {}
+    hint = "quote it, e.g. '{\"n\": 1}'"
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"{name} is not valid JSON: {exc}", hint="quote it, e.g. '{\"n\": 1}'") from exc
+        value = json.loads(raw)
+    except RecursionError:
+        raise InvalidArgument(f"{name} nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise InvalidArgument(f"{name} is not valid JSON: {exc}", hint=hint) from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
+    if object_only and not isinstance(value, dict):
+        raise InvalidArgument(f"{name} must be a JSON object, got {type(value).__name__}", hint=hint)
+    return value
 
 
 def load_handler(spec: str) -> Handler:
@@ -48,7 +74,7 @@ def load_handler(spec: str) -> Handler:
     "--lease",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(1),
+    type=FiniteFloat(1, 7 * 86400),
     help="Seconds a claim lasts unless renewed.",
 )
 @click.pass_context
@@ -81,12 +107,14 @@ def worker(
 @click.command()
 @click.argument("queue")
 @click.argument("payload", required=False)
-@click.option("--priority", default=0, type=int)
-@click.option("--delay", default=None, type=float, help="Seconds before it may run.")
+@click.option("--priority", default=0, type=INT4)
+@click.option("--delay", default=None, type=FiniteFloat(0, 10 * YEAR), help="Seconds before it may run.")
 @click.option("--dedupe-key", default=None)
-@click.option("--max-attempts", default=5, type=int)
-@click.option("--timeout", default=None, type=float, help="Seconds a run may take.")
-@click.option("--wait", "wait_s", default=None, type=float, help="Wait this long for the result.")
+@click.option("--max-attempts", default=5, type=click.IntRange(1, 2**31 - 1))
+@click.option("--timeout", default=None, type=FiniteFloat(0.001, YEAR), help="Seconds a run may take.")
+@click.option(
+    "--wait", "wait_s", default=None, type=FiniteFloat(0, YEAR), help="Wait this long for the result."
+)
 @click.pass_context
 def enqueue(
     ctx: click.Context,
@@ -150,23 +178,21 @@ def tasks(ctx: click.Context, queue: str | None, status: str | None, limit: int)
     for s in stats:
         if queue and s["queue"] != queue:
             continue
-        age = s["oldest_ready_age_s"]
-        click.echo(
-            f"{s['queue']:<20} {s['status']:<10} {s['tasks']:>8}  {'' if age is None else f'{age:.1f}s'}"
-        )
+        age = "" if s["oldest_ready_age_s"] is None else f"{s['oldest_ready_age_s']:.1f}s"
+        click.echo(f"{clean(s['queue']):<20} {s['status']:<10} {s['tasks']:>8}  {age}")
     click.echo()
     click.echo(f"{'id':>8} {'queue':<16} {'status':<10} {'try':>5}  created              error")
     for r in rows:
-        error = (r["last_error"] or "").splitlines()[0][:50] if r["last_error"] else ""
+        error = clean((r["last_error"] or "").splitlines()[0][:50], one_line=True) if r["last_error"] else ""
         click.echo(
-            f"{r['id']:>8} {r['queue']:<16} {r['status']:<10} "
+            f"{r['id']:>8} {clean(r['queue']):<16} {r['status']:<10} "
             f"{r['attempts']:>2}/{r['max_attempts']:<2}  "
             f"{r['created_at']:%Y-%m-%d %H:%M:%S}  {error}"
         )
 
 
 @tasks.command("show")
-@click.argument("task_id", type=int)
+@click.argument("task_id", type=BIGINT)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def tasks_show(ctx: click.Context, task_id: int, as_json: bool) -> None:
@@ -177,11 +203,10 @@ def tasks_show(ctx: click.Context, task_id: int, as_json: bool) -> None:
         return
     for key, value in row.items():
         if key != "last_traceback":
-            click.echo(
-                f"{key:<16} {json.dumps(value, default=str) if key in ('payload', 'result') else value}"
-            )
+            shown = json.dumps(value, default=str) if key in ("payload", "result") else value
+            click.echo(f"{key:<16} {clean(shown)}")
     if row["last_traceback"]:
-        click.echo("\n" + row["last_traceback"])
+        click.echo("\n" + clean(row["last_traceback"]))
 
 
 def _one_or_all(task_id: int | None, all_: bool) -> None:
@@ -190,7 +215,7 @@ def _one_or_all(task_id: int | None, all_: bool) -> None:
 
 
 @tasks.command("retry")
-@click.argument("task_id", type=int, required=False)
+@click.argument("task_id", type=BIGINT, required=False)
 @click.option("--all", "all_", is_flag=True, help="Every task matching the filters.")
 @click.option("--queue", "-q", default=None)
 @click.option("--status", type=click.Choice(["failed", "cancelled"]), default="failed", show_default=True)
@@ -208,7 +233,7 @@ def tasks_retry(ctx: click.Context, task_id: int | None, all_: bool, queue: str 
 
 
 @tasks.command("cancel")
-@click.argument("task_id", type=int, required=False)
+@click.argument("task_id", type=BIGINT, required=False)
 @click.option("--all", "all_", is_flag=True, help="Every task matching the filters.")
 @click.option("--queue", "-q", default=None)
 @click.option("--status", type=click.Choice(["queued", "running"]), default="queued", show_default=True)
@@ -235,14 +260,14 @@ def schedule() -> None:
 @click.argument("name")
 @click.argument("cron")
 @click.option("--queue", "-q", required=True)
-@click.option("--payload", default=None, help="JSON payload of each task.")
-@click.option("--priority", default=0, type=int)
+@click.option("--payload", default=None, help="JSON payload of each task (an object).")
+@click.option("--priority", default=0, type=INT4)
 @click.pass_context
 def schedule_add(
     ctx: click.Context, name: str, cron: str, queue: str, payload: str | None, priority: int
 ) -> None:
     """Add or replace schedule NAME, e.g. `bgagents schedule add nightly '0 3 * * *' -q reports`."""
-    data = _json_arg("--payload", payload)
+    data = _json_arg("--payload", payload, object_only=True)
     first = with_bus(ctx, lambda bus: schedules.add(bus.pool, name, cron, queue, data, priority))
     click.echo(f"schedule {name!r}: first run {first:%Y-%m-%d %H:%M} UTC")
 
@@ -255,7 +280,8 @@ def schedule_list(ctx: click.Context) -> None:
     click.echo(f"{'name':<24} {'cron':<16} {'queue':<16} next run (UTC)")
     for r in rows:
         click.echo(
-            f"{r['name']:<24} {r['cron']:<16} {r['queue']:<16} {r['next_run']:%Y-%m-%d %H:%M}"
+            f"{clean(r['name']):<24} {clean(r['cron']):<16} {clean(r['queue']):<16} "
+            f"{r['next_run']:%Y-%m-%d %H:%M}"
             f"{'' if r['enabled'] else '  (disabled)'}"
         )
 

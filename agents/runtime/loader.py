@@ -18,7 +18,7 @@ def load_object(spec: str, *, what: str, example: str) -> Any:
     uvicorn and celery do, so your module is found from your folder.
     """
     module_name, sep, attr = spec.partition(":")
-    if not sep or not _is_dotted_name(module_name) or not attr.isidentifier():
+    if not sep or not _is_dotted_name(module_name) or not (attr.isascii() and attr.isidentifier()):
         raise InvalidArgument(f"{what} {spec!r} is not package.module:Name", hint=f"e.g. {example}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -29,10 +29,18 @@ def load_object(spec: str, *, what: str, example: str) -> Any:
             f"cannot import {module_name!r} for {what}: {exc}",
             hint="is it installed, or on PYTHONPATH (run from its folder)?",
         ) from exc
-    if not hasattr(module, attr):
-        raise InvalidArgument(f"{module_name} has no {attr!r} for {what}", hint=f"e.g. {example}")
-    return getattr(module, attr)
+    except Exception as exc:  # the module's own code failed while it was imported
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise InvalidArgument(
+            f"importing {module_name!r} for {what} failed: {type(exc).__name__}: {first}",
+            hint="BGAGENTS_LOG_LEVEL=DEBUG shows the traceback",
+        ) from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise InvalidArgument(f"{module_name} has no {attr!r} for {what}", hint=f"e.g. {example}") from None
 
 
 def _is_dotted_name(name: str) -> bool:
-    return bool(name) and all(part.isidentifier() for part in name.split("."))
+    """``package.module``: ASCII identifiers joined by dots (no ``..``, ``/`` or leading dot)."""
+    return bool(name) and name.isascii() and all(part.isidentifier() for part in name.split("."))

@@ -5,23 +5,32 @@ process's CPU and RSS), calls ``run_once`` on its interval, runs its queue
 workers, and obeys commands from the ``commands`` channel: pause, resume, stop
 and restart. The supervisor runs several runners in one process, restarts a
 crashed one with exponential backoff, and on SIGTERM/SIGINT stops them all
-gracefully: in-flight tasks finish or are released, and each instance marks
-itself ``stopped``.
+gracefully within :data:`STOP_WITHIN` seconds: a ``run_once`` still busy after
+:data:`RUN_ONCE_GRACE` is cancelled (its work resumes on the next start),
+in-flight tasks finish within :data:`TASK_GRACE` or are released, and each
+instance marks itself ``stopped``. Work in threads (``asyncio.to_thread``: an
+embedding, a sync handler) can't be interrupted, so the supervisor's loop runs
+it on :class:`DaemonExecutor`, whose threads never hold up the process's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
+import queue
 import secrets
 import socket
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 
+from agents.runtime import logs
 from agents.runtime.agent import Agent
 from agents.runtime.signals import on_stop_signal
 from bus import agents as instances
@@ -31,6 +40,79 @@ from bus.waiting import wait_event
 from bus.worker import Worker
 
 logger = logging.getLogger(__name__)
+
+STOP_WITHIN = 5.0
+"""Seconds a stop may take, all agents together (the graces below fit in it)."""
+
+RUN_ONCE_GRACE = 1.0
+"""Seconds a busy ``run_once`` may go on after a stop before it is cancelled."""
+
+TASK_GRACE = 2.0
+"""Seconds in-flight queue tasks get after a stop before they are released."""
+
+EXECUTOR_SHUTDOWN_WAIT = 0.5
+"""Seconds the loop's exit waits for busy threads before leaving them behind."""
+
+
+class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool of daemon threads: a thread still busy at exit never holds the process.
+
+    ``ThreadPoolExecutor`` joins its threads at interpreter exit, and
+    ``asyncio.run`` waits for the default executor without a timeout on 3.11,
+    so one long embedding would delay a stop by its whole length. Here
+    :meth:`shutdown` waits at most :data:`EXECUTOR_SHUTDOWN_WAIT` seconds, and
+    the threads are daemons: what they were doing is abandoned. (It subclasses
+    ``ThreadPoolExecutor`` only because asyncio's default executor must be one;
+    :meth:`submit` and :meth:`shutdown` are its own.)
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        super().__init__(self.max_workers, thread_name_prefix="agents-daemon")  # starts no thread
+        self._work: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._daemons: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._shut = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in a daemon thread."""
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            self._work.put((future, lambda: fn(*args, **kwargs)))
+            if not self._idle.acquire(blocking=False) and len(self._daemons) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._serve, name=f"agents-daemon-{len(self._daemons)}", daemon=True
+                )
+                thread.start()
+                self._daemons.append(thread)
+            return future
+
+    def _serve(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, call = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # handed to the awaiting coroutine
+                    future.set_exception(exc)
+            del item, future, call
+            self._idle.release()
+        self._work.put(None)  # wake the next thread: all of them stop
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work; with ``wait``, give busy threads :data:`EXECUTOR_SHUTDOWN_WAIT` seconds."""
+        with self._lock:
+            self._shut = True
+        self._work.put(None)
+        if wait:
+            deadline = time.monotonic() + EXECUTOR_SHUTDOWN_WAIT
+            for thread in self._daemons:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class _Restart(Exception):
@@ -90,13 +172,14 @@ class AgentRunner:
             background.append(asyncio.create_task(self._heartbeats(), name=f"{self.agent.name}-beat"))
             background.append(asyncio.create_task(self._commands(), name=f"{self.agent.name}-cmd"))
             await self._set_status("running")
+            logger.info("%s started as %s", self.agent.name, self.instance_id)
             self.started.set()
             await self._loop(background)
         finally:
             with contextlib.suppress(Exception):
                 await self._set_status("stopping")
             for worker in self.workers:
-                worker.stop(grace=10)
+                worker.stop(grace=TASK_GRACE)
             for task in background:
                 if task.get_name().endswith(("-beat", "-cmd")):
                     task.cancel()
@@ -118,14 +201,35 @@ class AgentRunner:
             if self._stop.is_set():
                 break
             began = time.monotonic()
-            await self.agent.run_once()
+            await self._run_once()
             pause = max(0.0, interval - (time.monotonic() - began))
             await wait_event(self._stop, pause)
 
+    async def _run_once(self) -> None:
+        """``run_once``, cancelled if it is still busy :data:`RUN_ONCE_GRACE` seconds after a stop."""
+        work = asyncio.ensure_future(self.agent.run_once())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                await asyncio.wait({work}, timeout=RUN_ONCE_GRACE)
+            if not work.done():
+                self.agent.log.info("stopping: abandoning run_once (it resumes on the next start)")
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                return
+        finally:
+            stopping.cancel()
+            if not work.done():  # we were cancelled ourselves
+                work.cancel()
+        work.result()  # a crash propagates to the supervisor
+
     def stop(self) -> None:
-        """Stop gracefully (idempotent)."""
+        """Stop gracefully (idempotent); the workers start draining at once, beside run_once's grace."""
         self._stop.set()
         self._resume.set()
+        for worker in self.workers:
+            worker.stop(grace=TASK_GRACE)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -196,9 +300,14 @@ class Supervisor:
         on_stop_signal(self.stop)
 
     async def run(self) -> None:
+        """Run every agent until :meth:`stop`; threads run on a :class:`DaemonExecutor`."""
+        asyncio.get_running_loop().set_default_executor(DaemonExecutor())
         await asyncio.gather(*(self._supervise(agent) for agent in self.agents))
 
     async def _supervise(self, agent: Agent) -> None:
+        # Its own asyncio task: every record its runner and workers log is this agent's
+        # (the NAME.log of agents/runtime/logs.py).
+        logs.current_agent.set(agent.name)
         backoff = 1.0
         while not self._stopping.is_set():
             runner = AgentRunner(agent)

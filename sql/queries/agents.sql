@@ -11,8 +11,11 @@ SET status = 'starting', health = 'up', desired = 'running', pid = EXCLUDED.pid,
 UPDATE bg.agents SET status = $2, note = $3, updated_at = now() WHERE instance_id = $1;
 
 -- name: agent_beat :val
--- Record a heartbeat; returns the desired state (NULL: not registered).
-SELECT bg.agent_beat($1, $2, $3, $4);
+-- Record a heartbeat; returns the desired state (NULL: not registered, or marked dead while it
+-- was away, e.g. cut off from the network: either way the instance registers again).
+SELECT CASE WHEN g.status = 'dead' THEN NULL ELSE b.desired END
+FROM (SELECT bg.agent_beat($1, $2, $3, $4) AS desired) b
+LEFT JOIN bg.agents g ON g.instance_id = $1;
 
 -- name: agent_desired :val
 -- What the instance should be doing: running, paused or stopped.

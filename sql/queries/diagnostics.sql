@@ -11,3 +11,13 @@ SELECT current_setting('server_version') AS version,
 -- server's default version of it (NULL: the server doesn't have it).
 SELECT (SELECT extversion FROM pg_extension WHERE extname = $1) AS installed_version,
        (SELECT default_version FROM pg_available_extensions WHERE name = $1) AS default_version;
+
+-- name: diagnostics_backend_pid :val
+-- The server process serving this statement; two open connections that see the same one
+-- share a server session, i.e. a pooler in transaction (or statement) mode sits between.
+SELECT pg_backend_pid();
+
+-- name: diagnostics_prepared_probe :val
+-- A parameterised statement that asyncpg prepares under a name when its statement cache is
+-- on; a pooler that does not track prepared statements refuses it on a shared session.
+SELECT $1::int + 1;

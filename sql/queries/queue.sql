@@ -110,3 +110,7 @@ SELECT bg.remove_schedule($1);
 -- Every schedule, in name order.
 SELECT name, cron, queue, payload, priority, enabled, next_run, last_run, last_task
 FROM bg.schedules ORDER BY name;
+
+-- name: queue_cancel_requested :val
+-- Whether running task $1, held by worker $2, was asked to cancel (the row decides, not a NOTIFY).
+SELECT cancel_requested FROM bg.tasks WHERE id = $1 AND locked_by = $2 AND status = 'running';

@@ -18,10 +18,27 @@ FROM bg.queue_stats;
 SELECT coalesce(max(id), 0) FROM bg.events;
 
 -- name: page_events_recent :many
--- The newest events, optionally of one channel.
-SELECT xid::text || ':' || id AS cursor, id, channel, payload, source, created_at
+-- The newest events, optionally of channel $1, with at most $3 characters of each payload's JSON.
+SELECT xid::text || ':' || id AS cursor, id, channel, source, created_at,
+       left(payload::text, $3) AS payload_preview, length(payload::text) > $3 AS payload_truncated
 FROM bg.events WHERE ($1::text IS NULL OR channel = $1)
 ORDER BY xid DESC, id DESC LIMIT $2;
+
+-- name: page_event :one
+-- One event, whole, by id.
+SELECT xid::text || ':' || id AS cursor, id, channel, payload, source, created_at
+FROM bg.events WHERE id = $1;
+
+-- name: page_tasks_recent :many
+-- Tasks of queue $1 and status $2 (NULL: any), newest first, with at most $4 characters of each
+-- payload's JSON and of the last error.
+SELECT id, queue, status, priority, attempts, max_attempts, run_at, created_at,
+       left(payload::text, $4) AS payload_preview, length(payload::text) > $4 AS payload_truncated,
+       left(last_error, $4) AS last_error
+FROM bg.tasks
+WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR status = $2)
+ORDER BY id DESC
+LIMIT $3;
 
 -- name: page_heartbeats :many
 -- An agent's recent heartbeats across its instances, newest first.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.conftest import BGAGENTS
@@ -33,7 +35,7 @@ def assert_one_clean_error(result: subprocess.CompletedProcess[str], *needles: s
     errors = [
         ln
         for ln in (result.stderr + result.stdout).splitlines()
-        if ln.startswith("error:") or ln.startswith("✗")
+        if ln.lower().startswith("error:") or ln.startswith("✗")  # click's usage errors say "Error:"
     ]
     assert len(errors) == 1, result.stderr + result.stdout
     for needle in needles:
@@ -189,3 +191,98 @@ def test_embedded_server_lifecycle_from_any_folder(cli_env: dict[str, str], tmp_
 
 def test_db_stop_with_database_url_names_the_fix(db_url: str, cli_env: dict[str, str]) -> None:
     assert_one_clean_error(run(["db", "stop"], {**cli_env, "DATABASE_URL": db_url}), "DATABASE_URL")
+
+
+# --- bad input: one line, never a traceback ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["enqueue", "q", "[" * 100000], ["PAYLOAD", "nests deeper"]),
+        (["enqueue", "q", "[" * 100 + "]" * 100], ["PAYLOAD", "nests deeper"]),
+        (["publish", "ch", "{" * 50000], ["PAYLOAD"]),
+        (["schedule", "add", "s", "* * * * *", "-q", "q", "--payload", "[1]"], ["--payload", "object"]),
+        (["enqueue", "q", "--delay", "nan"], ["--delay"]),
+        (["enqueue", "q", "--timeout", "inf"], ["--timeout"]),
+        (["enqueue", "q", "--priority", "99999999999"], ["--priority"]),
+        (["tasks", "show", "99999999999999999999"], ["TASK_ID"]),
+        (["tasks", "retry", "99999999999999999999"], ["TASK_ID"]),
+        (["tasks", "cancel", "99999999999999999999"], ["TASK_ID"]),
+        (["run", "../x:y"], ["../x:y"]),
+        (["worker", "-q", "q", "--handler", "../x:y"], ["--handler"]),
+        (["worker", "-q", "q", "--handler", "h4_cli_boom:handle"], ["h4_cli_boom", "RuntimeError"]),
+        (["run", "h4_cli_boom:Agent"], ["h4_cli_boom", "RuntimeError"]),
+        (["run", "h4_cli_syntax:Agent"], ["h4_cli_syntax", "SyntaxError"]),
+        (["search", "x" * 1001], ["'q'", "1000"]),
+        (["ask", "why " * 20], ["'question'", "at most 10"]),
+        (["ask", "why?", "--timeout", "nan"], ["--timeout"]),
+        (["report", "--hours", "nan"], ["--hours"]),
+    ],
+)
+def test_bad_input_is_one_line(
+    args: list[str], needles: list[str], db_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "h4_cli_boom.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "h4_cli_syntax.py").write_text("def (:\n")
+    env = {
+        **cli_env,
+        "DATABASE_URL": db_url,
+        "PYTHONPATH": str(tmp_path),
+        "BGAGENTS_MAX_QUESTION_CHARS": "10",
+    }
+    assert_one_clean_error(run(args, env), *needles)
+
+
+def test_ingest_skips_a_symlink_out_of_the_folder(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The skip is said on one line, before anything is embedded (here no database is reachable)."""
+    (tmp_path / "secret.txt").write_text("secret")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "leak.md").symlink_to(tmp_path / "secret.txt")
+    env = {**cli_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}
+    result = run(["ingest", str(docs)], env)
+    skipped = [ln for ln in result.stderr.splitlines() if "skipped" in ln]
+    assert len(skipped) == 1 and "leak.md" in skipped[0] and "outside" in skipped[0], result.stderr
+    assert_one_clean_error(result, "nothing to ingest")
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31m"
+
+
+async def test_database_text_reaches_the_terminal_without_control_characters(
+    conn: asyncpg.Connection, db_url: str, cli_env: dict[str, str]
+) -> None:
+    """Agent notes, alert summaries, task errors and tracebacks, queue names: nothing raw."""
+    await conn.execute(
+        "insert into bg.agents (instance_id, name, host, pid, status, health, last_beat_at, note) "
+        "values ('perf@h1', 'performance', $1, 42, 'running', 'up', now(), $2)",
+        "h1" + HOSTILE,
+        "note " + HOSTILE,
+    )
+    await conn.execute(
+        "insert into bg.alerts (fingerprint, rule, labels, severity, summary, state, fired_at) "
+        "values ('fp1', 'agent_down', '{}', 'critical', $1, 'firing', now())",
+        "summary " + HOSTILE,
+    )
+    task_id = await conn.fetchval("select bg.enqueue('web', $1::jsonb)", json.dumps({"s": HOSTILE}))
+    await conn.execute(
+        "update bg.tasks set status = 'failed', last_error = $2, last_traceback = $3 where id = $1",
+        task_id,
+        "error " + HOSTILE,
+        "Traceback " + HOSTILE,
+    )
+    env = {**cli_env, "DATABASE_URL": db_url}
+    outputs = {
+        "status": run(["status"], env),
+        "tasks": run(["tasks"], env),
+        "tasks show": run(["tasks", "show", str(task_id)], env),
+    }
+    for name, result in outputs.items():
+        out = result.stdout + result.stderr
+        assert "Traceback (most recent" not in out, (name, out)
+        assert not any(ch in out for ch in "\x1b\x07\x9b"), (name, out)
+    assert "note ?]0;pwned??[2J?31m" in outputs["status"].stdout
+    assert "summary ?]0;pwned" in outputs["status"].stdout
+    assert "error ?]0;pwned" in outputs["tasks"].stdout
+    assert "Traceback ?]0;pwned" in outputs["tasks show"].stdout

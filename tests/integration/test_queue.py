@@ -21,14 +21,21 @@ from bus.errors import InvalidArgument, NotFound
 from bus.queue import Options, TaskCancelled, TaskFailed
 from bus.waker import QueueWaker
 from bus.worker import Task, Worker, WorkerConfig, backoff_delay
+from tests.integration.db_roles import login_url, test_logins
 from tests.waiting import eventually
+
+__all__ = ["test_logins"]  # the session fixture, imported so pytest finds it
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-async def bus(db_url: str, settings_for: Callable[..., Any]) -> AsyncIterator[Bus]:
-    b = await Bus.open(settings_for(db_url))
+@pytest.fixture(params=["superuser", "bg_runtime"])
+async def bus(
+    request: pytest.FixtureRequest, db_url: str, settings_for: Callable[..., Any], test_logins: dict[str, str]
+) -> AsyncIterator[Bus]:
+    """A bus as the test server's superuser, and again as a login in bg_runtime (what agents get)."""
+    url = db_url if request.param == "superuser" else login_url(db_url, test_logins, "runtime")
+    b = await Bus.open(settings_for(url))
     yield b
     await b.close()
 

@@ -1,14 +1,20 @@
-"""The SSE feed: cursors as ids, resume, live-only without a cursor, reset, slow clients."""
+"""The SSE feed: cursors, resume, live-only, reset, slow and gone clients, stream cap, header timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
+import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from agents.cli.webserver import start_web
 from bus.client import Bus
+from bus.config import Settings
 from bus.events import Event
 from tests.waiting import eventually
 from tests.web.conftest import read_events
@@ -161,3 +167,125 @@ async def test_a_coalescing_client_keeps_the_changed_regions_and_the_newest_curs
         "1:4",
     )
     assert not dashboard.changed.is_set()  # nothing new since
+
+
+async def _gauge(client: TestClient | aiohttp.ClientSession, base: str = "") -> int:
+    """``bgagents_sse_clients`` from ``/metrics``."""
+    resp = await client.get(f"{base}/metrics")
+    for line in (await resp.text()).splitlines():
+        if line.startswith("bgagents_sse_clients "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no bgagents_sse_clients in /metrics")
+
+
+async def _gauge_is(client: TestClient | aiohttp.ClientSession, n: int, base: str = "") -> None:
+    async def matches() -> bool:
+        return await _gauge(client, base) == n
+
+    await eventually(matches, timeout=5, what=f"bgagents_sse_clients == {n}", interval=0.1)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The web app served as ``bgagents web`` serves it (not the test server); yields its base URL."""
+    runner = await start_web(settings)
+    try:
+        yield f"http://{settings.host}:{settings.port}"
+    finally:
+        await runner.cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_client_gone_from_a_silent_channel_leaves_the_gauge_within_seconds(
+    db_url: str, settings_for: Callable[..., Settings]
+) -> None:
+    # aiohttp's test server cancels a handler whose client left; the real server does not.
+    settings = settings_for(db_url, BGAGENTS_PORT=str(_free_port()))
+    async with serving(settings) as base, aiohttp.ClientSession() as session:
+        quiet = await session.get(f"{base}/api/events?channels=nothing-here")
+        dashboard = await session.get(f"{base}/api/events?coalesce=1&channels=nothing-here")
+        for resp in (quiet, dashboard):
+            [hello] = await read_events(resp, 1, skip=())
+            assert hello["event"] == "hello"
+        assert await _gauge(session, base) == 2
+        quiet.close()  # nothing is ever written to it: only watching the connection notices
+        await _gauge_is(session, 1, base)
+        dashboard.close()
+        await _gauge_is(session, 0, base)
+
+
+async def test_beyond_max_streams_a_client_gets_429_with_retry_after(make_client) -> None:
+    client = await make_client(BGAGENTS_MAX_STREAMS="2")
+    open_ = [await client.get("/api/events?channels=nothing-here") for _ in range(2)]
+    for resp in open_:
+        assert resp.status == 200
+        await read_events(resp, 1, skip=())
+    refused = await client.get("/api/events")
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    body = await refused.json()
+    assert "BGAGENTS_MAX_STREAMS" in body["error"]
+    assert await _gauge(client) == 2  # the refused one was never counted
+    open_[0].close()
+    await _gauge_is(client, 1)
+    again = await client.get("/api/events?channels=nothing-here")
+    assert again.status == 200
+    again.close()
+    open_[1].close()
+
+
+BAD_CURSORS = [
+    "１２:３",  # non-ASCII digits (int() would take them)
+    "9223372036854775808:0",  # beyond bigint
+    "1:99999999999999999999999",
+    "1:",
+    ":1",
+    ":",
+    "1:2:3",
+    "-1:2",
+    "abc",
+]
+
+
+async def test_a_malformed_after_gets_400_naming_it(client: TestClient) -> None:
+    for cursor in [*BAD_CURSORS, "1\x00:2", " 1:2", "1:2 "]:  # (a header's edge spaces are not its own)
+        resp = await client.get("/api/events", params={"after": cursor})
+        assert resp.status == 400, (cursor, resp.status)
+        body = await resp.json()
+        assert "'after'" in body["error"], (cursor, body)
+
+
+async def test_a_malformed_last_event_id_gets_400_naming_it(client: TestClient) -> None:
+    for cursor in BAD_CURSORS:
+        resp = await client.get("/api/events", headers={"Last-Event-ID": cursor.encode().decode("latin-1")})
+        assert resp.status == 400, (cursor, resp.status)
+        body = await resp.json()
+        assert "Last-Event-ID" in body["error"], (cursor, body)
+
+
+async def test_a_client_that_never_finishes_its_headers_is_closed_after_header_timeout(
+    db_url: str, settings_for: Callable[..., Settings]
+) -> None:
+    settings = settings_for(db_url, BGAGENTS_PORT=str(_free_port()), BGAGENTS_HEADER_TIMEOUT="1")
+    async with serving(settings):
+        reader, writer = await asyncio.open_connection(settings.host, settings.port)
+        try:
+            began = asyncio.get_running_loop().time()
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and nothing more
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+            assert asyncio.get_running_loop().time() - began >= 0.5
+        finally:
+            writer.close()
+        # a client that sends its request in time is served as usual
+        reader, writer = await asyncio.open_connection(settings.host, settings.port)
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 ")
+        finally:
+            writer.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from web.api import agents, ai, alerts, metrics, tasks
+from web.api import agents, ai, alerts, metrics, openapi, tasks
 from web.api.common import error_middleware
 
 __all__ = ["error_middleware", "setup_routes"]
@@ -17,6 +17,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/agents/status", agents.agents_status, name="api_agents_status")
     r.add_post("/api/agents/{name}/command", agents.agent_command, name="api_agent_command")
     r.add_get("/api/health", agents.health, name="api_health")
+    r.add_get("/api/openapi.json", openapi.openapi, name="api_openapi")
     r.add_get("/api/alerts", alerts.alerts, name="api_alerts")
     r.add_post("/api/alerts/{id}/ack", alerts.ack_alert, name="api_alert_ack")
     r.add_get("/api/silences", alerts.silences, name="api_silences")

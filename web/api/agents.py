@@ -11,6 +11,7 @@ from web.api.common import (
     body,
     choice,
     jsonable,
+    path_name,
     reply,
 )
 from web.keys import BUS
@@ -32,7 +33,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def agent_command(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
+    name = path_name(request)
     data = await body(request)
     command = choice(data.get("command"), "command", instances.COMMANDS)
     if command is None:

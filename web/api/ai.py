@@ -7,20 +7,18 @@ from aiohttp import web
 from bus import ai
 from bus.errors import TaskFailed
 from web.api.common import (
-    BadParameter,
     body,
     int_param,
     json_error,
     reply,
+    text,
 )
 from web.keys import BUS
 
 
 async def search(request: web.Request) -> web.Response:
     """Ask the ai-help agent, through the queue, for the best chunks."""
-    query = request.query.get("q", "").strip()
-    if not query:
-        raise BadParameter("parameter 'q' is required")
+    query = ai.check_query(text(request.query.get("q"), "q", ai.MAX_QUERY_CHARS))
     k = int_param(request, "k", 5, 1, 100)
     bus = request.app[BUS]
     await ai.require_ai_help(bus.pool)
@@ -40,15 +38,12 @@ async def search(request: web.Request) -> web.Response:
 async def help_request(request: web.Request) -> web.Response:
     """Queue a question for the ai-help agent; its answer streams on the ``help`` SSE channel."""
     data = await body(request)
-    question = str(data.get("question", "")).strip()
-    if not question or len(question) > ai.MAX_QUESTION_CHARS:
-        raise BadParameter(f"parameter 'question' must be 1 to {ai.MAX_QUESTION_CHARS} characters")
     bus = request.app[BUS]
+    limit = bus.settings.max_question_chars
+    ask = ai.AskRequest.checked(text(data.get("question"), "question", limit), limit)
     await ai.require_ai_help(bus.pool)
     cursor = await bus.events.current_cursor()
-    task_id = await bus.queue.enqueue(
-        ai.ASK_QUEUE, ai.AskRequest(question).to_dict(), max_attempts=2, timeout=120
-    )
+    task_id = await bus.queue.enqueue(ai.ASK_QUEUE, ask.to_dict(), max_attempts=2, timeout=120)
     stream = str(
         request.app.router["api_events"].url_for().with_query(channels=ai.HELP_CHANNEL, after=cursor)
     )

@@ -6,17 +6,25 @@ from aiohttp import web
 
 from bus import alerts as book
 from web.api.common import (
+    MAX_NAME_CHARS,
     BadParameter,
     body,
     bool_param,
     choice,
+    finite_number,
     int_param,
+    json_type,
     jsonable,
     path_id,
     reply,
+    text,
 )
 from web.keys import BUS
 from web.security import USER
+
+MAX_MATCHERS = 50
+"""The most labels one silence may match on."""
+DAY = 86400.0
 
 
 async def alerts(request: web.Request) -> web.Response:
@@ -31,18 +39,9 @@ async def alerts(request: web.Request) -> web.Response:
 async def ack_alert(request: web.Request) -> web.Response:
     alert_id = path_id(request)
     data = await body(request)
-    comment = str(data.get("comment", "")).strip()
-    if len(comment) > 2000:
-        raise BadParameter("parameter 'comment' must be at most 2000 characters")
-    try:
-        expires_in = float(data.get("expires_in", 3600))
-    except (TypeError, ValueError):
-        raise BadParameter(
-            f"parameter 'expires_in' must be seconds, got {data.get('expires_in')!r}"
-        ) from None
-    if not 0 < expires_in <= 30 * 86400:
-        raise BadParameter("parameter 'expires_in' must be between 1 second and 30 days")
-    who = str(data.get("by") or request.get(USER) or "web")
+    comment = text(data.get("comment"), "comment")
+    expires_in = finite_number(data.get("expires_in", 3600), "expires_in", 1, 30 * DAY)
+    who = text(data.get("by"), "by", MAX_NAME_CHARS) or str(request.get(USER) or "web")
     row = await book.ack(request.app[BUS].pool, alert_id, who, comment, expires_in)  # 404 or 400
     await request.app[BUS].publish("alerts", {"id": alert_id, "acked_by": who, "state": row["state"]})
     return reply({"alert": jsonable(row)})
@@ -55,29 +54,36 @@ async def silences(request: web.Request) -> web.Response:
 
 async def add_silence(request: web.Request) -> web.Response:
     data = await body(request)
-    matchers = data.get("matchers")
-    if isinstance(matchers, str):  # a form: "agent=performance, host=web1"
-        pairs = [p.split("=", 1) for p in matchers.split(",") if p.strip()]
-        if any(len(p) != 2 or not p[0].strip() for p in pairs):
-            raise BadParameter("parameter 'matchers' must look like label=value, label=value")
-        matchers = {k.strip(): v.strip() for k, v in pairs}
-    if not isinstance(matchers, dict) or not matchers:
-        raise BadParameter("parameter 'matchers' must be a non-empty object of label: value")
-    try:
-        duration = float(data.get("duration", 3600))
-    except (TypeError, ValueError):
-        raise BadParameter("parameter 'duration' must be seconds") from None
-    if not 0 < duration <= 90 * 86400:
-        raise BadParameter("parameter 'duration' must be between 1 second and 90 days")
+    matchers = _matchers(data.get("matchers"))
+    duration = finite_number(data.get("duration", 3600), "duration", 1, 90 * DAY)
     silence_id = await book.add_silence(
         request.app[BUS].pool,
         matchers,
-        str(data.get("by") or "web"),
-        str(data.get("comment", "")),
+        text(data.get("by"), "by", MAX_NAME_CHARS) or "web",
+        text(data.get("comment"), "comment"),
         duration,
     )
     await request.app[BUS].publish("alerts", {"silence": silence_id, "matchers": matchers})
     return reply({"id": silence_id}, status=201)
+
+
+def _matchers(raw: object) -> dict[str, str]:
+    """``{label: value}`` from JSON, or from a form's ``"agent=performance, host=web1"``."""
+    if isinstance(raw, str):  # a form
+        pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
+        if any(len(p) != 2 or not p[0].strip() for p in pairs):
+            raise BadParameter("parameter 'matchers' must look like label=value, label=value")
+        raw = {k.strip(): v.strip() for k, v in pairs}
+    matchers = json_type(raw, "matchers", dict)
+    if not matchers or len(matchers) > MAX_MATCHERS:
+        raise BadParameter(f"parameter 'matchers' must be an object of 1 to {MAX_MATCHERS} label: value")
+    for label, value in matchers.items():
+        if not label or len(label) > MAX_NAME_CHARS:
+            raise BadParameter(
+                f"parameter 'matchers' has a label that is empty or over {MAX_NAME_CHARS} characters"
+            )
+        text(value, f"matchers.{label}", MAX_NAME_CHARS)
+    return matchers
 
 
 async def delete_silence(request: web.Request) -> web.Response:

@@ -12,14 +12,16 @@ from web.api.common import (
     choice,
     int_param,
     jsonable,
+    optional_text,
     path_id,
     reply,
+    text_param,
 )
 from web.keys import BUS
 
 
 async def tasks(request: web.Request) -> web.Response:
-    queue = request.query.get("queue") or None
+    queue = text_param(request, "queue")
     status = choice(request.query.get("status"), "status", STATUSES)
     limit = int_param(request, "limit", 100, 1, 5000)
     q = request.app[BUS].queue
@@ -50,7 +52,7 @@ async def task_action(request: web.Request) -> web.Response:
 async def tasks_bulk(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     data = await body(request)
-    queue = data.get("queue") or None
+    queue = optional_text(data.get("queue"), "queue")
     q = request.app[BUS].queue
     if action == "retry":
         status = choice(data.get("status") or "failed", "status", ("failed", "cancelled"))

