@@ -104,7 +104,11 @@ async def synthetic(
     class Fixed(HashingEmbedder):
         """Random query vectors under the MiniLM model name, so its HNSW index serves them."""
 
-        model = "all-MiniLM-L6-v2"
+        def __init__(self) -> None:
+            super().__init__()
+            # An instance attribute: HashingEmbedder's own __init__ names it hashing-384, and a
+            # class attribute here would lose to it (the vector half then matched nothing).
+            self.model = model
 
         def embed(self, texts: list[str]) -> Any:
             if minilm is not None:
@@ -115,12 +119,16 @@ async def synthetic(
     embedder = Fixed()
     reranker = ShapeOnlyReranker(data_dir) if rerank and data_dir is not None else None
     latencies = []
+    hit_counts: list[int] = []
     for _ in range(queries):
         text = " ".join(random.choices(words[:2000], k=3))
         began = time.perf_counter()
-        await knowledge.search(pool, embedder, text, 10, reranker=reranker, fusion=fusion)
+        hits = await knowledge.search(pool, embedder, text, 10, reranker=reranker, fusion=fusion)
         latencies.append((time.perf_counter() - began) * 1000)
+        hit_counts.append(len(hits))
     await store.clear(pool)
+    if not hit_counts or min(hit_counts) < 10:
+        raise RuntimeError(f"synthetic searches returned {min(hit_counts, default=0)} hits, expected 10")
     return {
         "chunks": n,
         "queries": queries,
