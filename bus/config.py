@@ -117,10 +117,21 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+EMBEDDER_KINDS = ("local", "bge-small", "openai", "hashing")
+RERANKER_KINDS = ("off", "local")
+
+
 def _embedder(name: str, raw: str) -> str:
     kind = raw.strip().lower()
-    if kind not in ("local", "openai", "hashing"):
-        raise ConfigError(f"{name}: expected local, openai or hashing, got {raw!r}")
+    if kind not in EMBEDDER_KINDS:
+        raise ConfigError(f"{name}: expected one of {', '.join(EMBEDDER_KINDS)}, got {raw!r}")
+    return kind
+
+
+def _reranker(name: str, raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in RERANKER_KINDS:
+        raise ConfigError(f"{name}: expected one of {', '.join(RERANKER_KINDS)}, got {raw!r}")
     return kind
 
 
@@ -250,7 +261,16 @@ SETTINGS: tuple[Spec, ...] = (
         "embedder",
         _embedder,
         "local",
-        "Embeddings for AI search: local (all-MiniLM-L6-v2 on numpy), openai or hashing.",
+        "Embeddings for AI search: local (all-MiniLM-L6-v2 on numpy), bge-small (bge-small-en-v1.5 "
+        "on numpy, weights put in place by hand), openai or hashing.",
+    ),
+    Spec(
+        "BGAGENTS_RERANKER",
+        "reranker",
+        _reranker,
+        "off",
+        "Rerank the fused top 30 of each search with a local cross-encoder (ms-marco-MiniLM-L-6-v2): "
+        "off or local.",
     ),
     Spec(
         "OPENAI_API_KEY",
@@ -356,6 +376,7 @@ class Settings:
     task_retention_days: float
     monitoring_file: Path | None
     embedder: str
+    reranker: str
     openai_api_key: str | None
     openai_base_url: str | None
     chat_model: str

