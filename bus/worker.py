@@ -13,9 +13,9 @@ The claim batch adapts to the backlog: while claims come back full and the
 claim says more tasks are ready, each claim asks for twice as many (up to
 ``batch_max``, :data:`~bus.config.Settings.claim_batch_max`), and the tasks
 beyond ``concurrency`` wait in the worker, holding their leases, until a slot
-frees up. A deep queue so drains in batches of a hundred (two round trips per
-hundred tasks), while a trickle claims what is there, at once; the first claim
-that comes back short drops the batch back to ``batch``.
+frees up; the next batch is claimed once half of one has gone. A deep queue so
+drains in batches of a hundred (two round trips per hundred tasks), while a
+trickle claims what is there, at once; a short claim drops back to ``batch``.
 
 A handler that raises is retried with exponential backoff and jitter until
 ``max_attempts``, then the task is ``failed`` (the dead letter). What a handler
@@ -176,15 +176,17 @@ class Worker:
     async def _claim_loop(self) -> None:
         look_ahead = True  # ask the table when the next delayed task is due
         while not self._stopping.is_set():
-            free = self.config.concurrency - len(self._inflight)
-            if free <= 0:
+            # A deep backlog: hold up to concurrency + the adaptive batch, and claim the
+            # next batch once half of it has gone, while the rest still runs.
+            room = self.config.concurrency + self._claim_size - len(self._inflight)
+            if room <= 0 or (self._claim_size and room < self._claim_size // 2):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            if free < self.config.batch and self._inflight and not self._waker.empty:
+            if not self._claim_size and room < self.config.batch and self._inflight and not self._waker.empty:
                 await self._gather_slots()
-                free = self.config.concurrency - len(self._inflight)
-            want = max(min(free, self.config.batch), self._claim_size - len(self._inflight))
+                room = self.config.concurrency - len(self._inflight)
+            want = min(room, self.config.batch_max if self._claim_size else self.config.batch)
             if self._paused or (self._waker.empty and not self._waker.take_pending()):
                 look_ahead = await self._idle()
                 continue

@@ -11,8 +11,9 @@ machine whose speed swings.
   ``--dequeue-batch``), against PGQueuer with its benchmark's settings.
 * ``--ceiling``: the drain's claim and complete statements through pgbench,
   no Python in the loop; our drain as a percentage of it.
-* ``--preload-finished N``: throughput and claim p99 on an empty table, then
-  with N finished tasks retained; table and index sizes before and after.
+* ``--preload-finished N``: throughput and claim p99 on an empty table and,
+  alternating with it, on a second scratch database that retains N finished
+  tasks (kept for the next run); table and index sizes before and after.
 * ``--latency``: enqueue-to-start latency at ``--rate`` tasks/s, one at a time,
   with idle workers.
 """
@@ -35,6 +36,8 @@ from bus.config import Settings
 logger = logging.getLogger(__name__)
 
 _PRELOAD_QUEUE = "bench_finished"
+_PRELOAD_DB = "bgagents_bench_preloaded"
+"""``--preload-finished`` measures there, alternating with the empty table in ``bgagents_bench``."""
 
 
 def _row(name: str, results: list[dict[str, float]]) -> list[tuple[str, str]]:
@@ -49,7 +52,15 @@ def _row(name: str, results: list[dict[str, float]]) -> list[tuple[str, str]]:
 
 def _summary(name: str, results: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("jobs_per_s", "p50_ms", "p99_ms", "max_ms", "claim_p99_ms", "enqueue_p50_ms"):
+    for key in (
+        "jobs_per_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "claim_p99_ms",
+        "enqueue_p50_ms",
+        "enqueue_p99_ms",
+    ):
         if results and key in results[0]:
             s = spread(results, key)
             out[f"{name}_{key}"] = round(s.median, 2)
@@ -70,6 +81,19 @@ async def _sizes(settings: Settings, url: str) -> tuple[list[tuple[str, str]], d
         "index_bytes": tasks.index_bytes,
         **indexes,
     }
+
+
+async def _preloaded(settings: Settings, n: int) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
+    """A second scratch database holding ``n`` finished tasks (kept between runs), its sizes."""
+    url = await scratch.prepare(settings, _PRELOAD_DB)
+    rows = [(f"before preload: {k}", v) for k, v in (await _sizes(settings, url))[0]]
+    async with Bus.connect(bench_settings(settings, url, Shape()), listen=False) as bus:
+        have = (await queue_bench.counts(bus.pool, _PRELOAD_QUEUE))["done"]
+        if have != n:
+            await scratch.empty_tasks(bus.pool)
+            await queue_bench.preload_finished(bus.pool, n, _PRELOAD_QUEUE)
+    size_rows, sizes = await _sizes(settings, url)
+    return url, rows + [(f"after preload: {k}", v) for k, v in size_rows], sizes
 
 
 async def _ceiling_round(settings: Settings, url: str, shape: Shape, batch: int) -> dict[str, float]:
@@ -125,44 +149,40 @@ async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str,
     rows: list[tuple[str, str]] = []
     summary: dict[str, Any] = {"mode": mode, "rounds": rounds, "drain": drain, **opts}
     preload: int = opts["preload_finished"]
-    passes = [("empty", 0), ("preloaded", preload)] if preload else [("", 0)]
-    for label, count in passes:
-        if count:
-            rows += [(f"before preload: {k}", v) for k, v in (await _sizes(settings, url))[0]]
-            async with Bus.connect(bench_settings(settings, url, base), listen=False) as bus:
-                await queue_bench.preload_finished(bus.pool, count, _PRELOAD_QUEUE)
-            size_rows, sizes = await _sizes(settings, url)
-            rows += [(f"after preload: {k}", v) for k, v in size_rows]
-            summary["sizes_after_preload"] = sizes
-            kept = Shape(**{**base.__dict__, "keep_finished": True, "worker": fixed})
-            contestants["bgagents"] = lambda: run_ours(settings, url, kept)  # noqa: B023 (runs in this pass)
-        results = await alternate(rounds, contestants)
-        prefix = f"[{label}] " if label else ""
-        for name, res in results.items():
-            rows += [(prefix + k, v) for k, v in _row(name, res)]
-            summary.update({f"{label}_{k}" if label else k: v for k, v in _summary(name, res).items()})
-        if mode == "latency":
-            mx = spread(results["bgagents"], "max_ms")
-            rows.append((prefix + "bgagents max ms", mx.show(".1f")))
-        if preload:
-            rows.append(
-                (prefix + "bgagents claim p99 ms", spread(results["bgagents"], "claim_p99_ms").show(".2f"))
-            )
-        if "pgqueuer" in results:
-            for name in [n for n in results if n.startswith("bgagents")]:
-                r = ratios(results[name], results["pgqueuer"])
-                rows.append((f"{prefix}ratio {name} / pgqueuer", r.show(".2f", "x")))
-                summary[f"ratio_{name}"] = round(r.median, 2)
-        if "pgbench-ceiling" in results:
-            r = ratios(results["bgagents"], results["pgbench-ceiling"])
-            rows.append((f"{prefix}bgagents / pgbench ceiling", f"{r.median:.0%} ({r.low:.0%}-{r.high:.0%})"))
-            summary["ceiling_share"] = round(r.median, 3)
-        summary[f"{label or 'all'}_rounds"] = results
     if preload:
-        rows += [(f"at the end: {k}", v) for k, v in (await _sizes(settings, url))[0]]
+        full_url, size_rows, sizes = await _preloaded(settings, preload)
+        rows += size_rows
+        summary["sizes_after_preload"] = sizes
+        kept = Shape(**{**base.__dict__, "keep_finished": True, "worker": fixed})
+        contestants["bgagents-preloaded"] = lambda: run_ours(settings, full_url, kept)
+    results = await alternate(rounds, contestants)
+    for name, res in results.items():
+        rows += _row(name, res)
+        summary.update(_summary(name, res))
+    if mode == "latency":
+        rows.append(("bgagents max ms", spread(results["bgagents"], "max_ms").show(".1f")))
+        # The latency starts before the enqueue call, so it includes the enqueue's own commit.
+        rows.append(("enqueue call p99 ms", spread(results["bgagents"], "enqueue_p99_ms").show(".1f")))
+    if "pgqueuer" in results:
+        for name in [n for n in results if n.startswith("bgagents")]:
+            r = ratios(results[name], results["pgqueuer"])
+            rows.append((f"ratio {name} / pgqueuer", r.show(".2f", "x")))
+            summary[f"ratio_{name}"] = round(r.median, 2)
+    if "pgbench-ceiling" in results:
+        r = ratios(results["bgagents"], results["pgbench-ceiling"])
+        rows.append(("bgagents / pgbench ceiling", f"{r.median:.0%} ({r.low:.0%}-{r.high:.0%})"))
+        summary["ceiling_share"] = round(r.median, 3)
+    if preload:
+        for name in ("bgagents", "bgagents-preloaded"):
+            rows.append((f"{name} claim p99 ms", spread(results[name], "claim_p99_ms").show(".2f")))
+        rows += [(f"at the end: {k}", v) for k, v in (await _sizes(settings, full_url))[0]]
         for key in ("jobs_per_s", "claim_p99_ms"):
-            empty, full = summary[f"empty_bgagents_{key}"], summary[f"preloaded_bgagents_{key}"]
-            rows.append((f"change with {preload:,} finished: {key}", f"{(full - empty) / empty:+.0%}"))
+            r = ratios(results["bgagents-preloaded"], results["bgagents"], key)
+            rows.append(
+                (f"preloaded / empty {key}", f"{r.median - 1:+.0%} ({r.low - 1:+.0%} to {r.high - 1:+.0%})")
+            )
+            summary[f"preloaded_change_{key}"] = round(r.median - 1, 3)
+    summary["rounds_figures"] = results
     return rows, summary
 
 

@@ -114,7 +114,9 @@ async def _throughput(
         due = time.monotonic()
         while not stop.is_set():
             due += interval
+            began = time.perf_counter()
             await bus.queue.enqueue(BENCH_QUEUE, {"t": time.time()})
+            recorder.enqueue_ms.append((time.perf_counter() - began) * 1000)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     if shape.mode == "latency":
@@ -161,5 +163,6 @@ async def run_ours(settings: Settings, url: str, shape: Shape) -> dict[str, floa
         "max_ms": max(recorder.latencies, default=float("nan")),
         "claim_p99_ms": percentile(claims, 0.99),
         "enqueue_p50_ms": percentile(recorder.enqueue_ms, 0.50),
+        "enqueue_p99_ms": percentile(recorder.enqueue_ms, 0.99),
         "jobs": float(done),
     }
