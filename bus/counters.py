@@ -1,6 +1,7 @@
-"""Monotonic counters kept by triggers in ``bg.counters``: tasks finished, events published, claim latency.
+"""Monotonic counters kept in ``bg.counters``: tasks finished, events published, claim latency.
 
-The triggers of migration 0011 keep them per statement (sharded per backend);
+The queue's functions (migration 0015) and the events trigger (0011) keep them
+per statement (sharded per backend);
 this module sums the shards and shapes them for ``/metrics``. They only grow:
 pruning finished tasks or old events leaves them alone, and no process holds
 them, so a restart of the web server or of every agent keeps their values.

@@ -1,8 +1,9 @@
 """Prometheus: the database-kept counters, the example rules under promtool, and a real scrape.
 
 The counters (tasks finished, events published, claim latency) are kept by the
-triggers of migration 0011, so they are checked through the queue's own SQL
-functions, across pruning. ``promtool`` checks and unit-tests
+queue's own SQL functions (migration 0015) and the events trigger of 0011, so
+they are checked through those functions, across pruning, for every way a task
+ends. ``promtool`` checks and unit-tests
 docs/prometheus/rules.yml, and Debian's ``prometheus`` scrapes a real
 ``bgagents web`` subprocess and answers for our series through its query API.
 The last two skip when the Debian binaries are missing (fail under CI=true).
@@ -98,6 +99,36 @@ async def test_counters_count_finishes_events_and_claim_latency_and_survive_prun
     assert after.tasks_finished == {("mail", "done"): 4.0, ("mail", "failed"): 1.0}
     assert after.events_published["orders"] == 2.0
     assert after.claim_latency[0].count == 6.0
+
+
+async def test_every_way_a_task_ends_counts_once_and_a_reclaim_counts_its_wait(
+    conn: asyncpg.Connection,
+) -> None:
+    ids = [await conn.fetchval("select bg.enqueue('jobs', '{}')") for _ in range(6)]
+    assert await conn.fetchval("select bg.cancel_task($1)", ids[5]) == "cancelled"  # queued: at once
+    assert await conn.fetchval("select bg.cancel_task($1)", ids[5]) == "cancelled"  # again: no count
+    claimed = await claim(conn, "jobs", 5)
+    assert sorted(claimed) == ids[:5]
+    # running, asked to cancel: its completion ends it cancelled
+    assert await conn.fetchval("select bg.cancel_task($1)", ids[0]) == "cancelling"
+    await conn.execute("select bg.complete_tasks($1, $2, 'w1')", [ids[0], ids[1]], ["null", "null"])
+    await conn.execute("select bg.complete_tasks($1, $2, 'w1')", [ids[1]], ["null"])  # twice: once
+    await conn.execute("select bg.fail_task($1, 'w1', 'stop', null, 0, true)", ids[2])  # cancelled
+    # two leases run out: one on its last attempt (rescued as failed), one re-claimed 60 s late
+    await conn.execute(
+        "update bg.tasks set lease_until = now() - interval '60 s', max_attempts = 1 where id = $1", ids[3]
+    )
+    await conn.execute("update bg.tasks set lease_until = now() - interval '60 s' where id = $1", ids[4])
+    assert await conn.fetchval("select bg.rescue_expired()") == 1
+    assert await conn.fetchval("select bg.rescue_expired()") == 0
+    assert await claim(conn, "jobs", 5) == [ids[4]]
+
+    kept = await counters.read(conn)
+    assert kept.tasks_finished == {("jobs", "cancelled"): 3.0, ("jobs", "done"): 1.0, ("jobs", "failed"): 1.0}
+    (latency,) = kept.claim_latency
+    assert latency.count == 6.0  # five first claims and the re-claim
+    assert dict(latency.buckets)[60.0] == 5.0 and dict(latency.buckets)[300.0] == 6.0
+    assert 59.0 < latency.total < 65.0
 
 
 # --- the example rules under promtool --------------------------------------------------------
