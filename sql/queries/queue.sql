@@ -4,19 +4,31 @@ SELECT bg.enqueue($1, $2, $3, $4, $5, $6, $7);
 
 -- name: queue_enqueue_many :many
 -- Add many tasks of one queue in one statement; dedupe conflicts are skipped.
-INSERT INTO bg.tasks (queue, payload, priority, run_at, dedupe_key, max_attempts, timeout_s)
-SELECT $1, p, $3, coalesce($4, now()), d, $5, $6
-FROM unnest($2::jsonb[], $7::text[]) AS u(p, d)
-ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
-DO NOTHING
-RETURNING id;
+-- The NOTIFY is sent once, and only when a row went in (the `woken` scan is skipped
+-- for an empty `added`).
+WITH added AS (
+    INSERT INTO bg.tasks (queue, payload, priority, run_at, dedupe_key, max_attempts, timeout_s)
+    SELECT $1, p, $3, coalesce($4, now()), d, $5, $6
+    FROM unnest($2::jsonb[], $7::text[]) AS u(p, d)
+    ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
+    DO NOTHING
+    RETURNING id
+), woken AS MATERIALIZED (
+    SELECT bg._tasks_added($1, $4) WHERE EXISTS (SELECT 1 FROM added)
+)
+SELECT a.id FROM added a LEFT JOIN woken ON true;
 
 -- name: queue_enqueue_many_plain :many
 -- Add many tasks of one queue without dedupe keys: no conflict check, so cheaper.
-INSERT INTO bg.tasks (queue, payload, priority, run_at, max_attempts, timeout_s)
-SELECT $1, p, $3, coalesce($4, now()), $5, $6
-FROM unnest($2::jsonb[]) AS u(p)
-RETURNING id;
+WITH added AS (
+    INSERT INTO bg.tasks (queue, payload, priority, run_at, max_attempts, timeout_s)
+    SELECT $1, p, $3, coalesce($4, now()), $5, $6
+    FROM unnest($2::jsonb[]) AS u(p)
+    RETURNING id
+), woken AS MATERIALIZED (
+    SELECT bg._tasks_added($1, $4) WHERE EXISTS (SELECT 1 FROM added)
+)
+SELECT a.id FROM added a LEFT JOIN woken ON true;
 
 -- name: queue_claim :many
 -- Claim up to $2 tasks of queue $1 for worker $3 with a lease of $4 seconds.
