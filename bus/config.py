@@ -63,16 +63,24 @@ def _int_in(low: int, high: int) -> Callable[[str, str], int]:
     return parse
 
 
-def _float_in(low: float, high: float) -> Callable[[str, str], float]:
-    """A finite number above ``low`` and at most ``high`` (``nan`` and ``inf`` are refused)."""
+def _float_in(low: float, high: float, *, zero_is_off: bool = False) -> Callable[[str, str], float]:
+    """A finite number above ``low`` and at most ``high`` (``nan`` and ``inf`` are refused).
+
+    With ``zero_is_off``, 0 is accepted too: it turns the feature off.
+    """
+    off = "0 (off) or " if zero_is_off else ""
 
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+            raise ConfigError(f"{name}: expected {off}a number, got {raw!r}") from None
+        if zero_is_off and value == 0:
+            return 0.0
         if not math.isfinite(value) or not low < value <= high:
-            raise ConfigError(f"{name}: expected a number above {low:g} and at most {high:g}, got {raw!r}")
+            raise ConfigError(
+                f"{name}: expected {off}a number above {low:g} and at most {high:g}, got {raw!r}"
+            )
         return value
 
     return parse
@@ -332,9 +340,9 @@ SETTINGS: tuple[Spec, ...] = (
     Spec(
         "BGAGENTS_BACKUP_INTERVAL_HOURS",
         "backup_interval_hours",
-        _float_in(0, 8760),
+        _float_in(0, 8760, zero_is_off=True),
         "24",
-        "Hours between scheduled backups (with BGAGENTS_BACKUP_DIR).",
+        "Hours between scheduled backups (with BGAGENTS_BACKUP_DIR); 0 turns scheduled backups off.",
     ),
     Spec(
         "BGAGENTS_BACKUP_KEEP",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from agents.builtin.coordinator import AgentCoordinator
+from bus.client import Bus
 from bus.config import SETTINGS, load_settings
 from bus.errors import ConfigError
 
@@ -105,3 +109,21 @@ def test_a_multi_host_url_is_accepted_for_failover() -> None:
     assert load_settings({"DATABASE_URL": url}, env_file=None).database_url == url
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         load_settings({"DATABASE_URL": "postgresql://db1:5432,db2:99999/bg"}, env_file=None)
+
+
+def test_backup_interval_zero_turns_scheduled_backups_off(tmp_path: Path) -> None:
+    def leader_would_back_up(hours: str) -> bool:
+        env = {"BGAGENTS_BACKUP_DIR": str(tmp_path / "backups"), "BGAGENTS_BACKUP_INTERVAL_HOURS": hours}
+        bus = cast(Bus, SimpleNamespace(settings=load_settings(env, env_file=None)))
+        return AgentCoordinator(bus)._backup_due()
+
+    assert load_settings({"BGAGENTS_BACKUP_INTERVAL_HOURS": "0"}, env_file=None).backup_interval_hours == 0
+    assert leader_would_back_up("24")  # no backup in the folder yet: one is due
+    assert not leader_would_back_up("0")
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "8761", "daily"])
+def test_backup_interval_must_be_zero_or_a_positive_number(value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"BGAGENTS_BACKUP_INTERVAL_HOURS": value}, env_file=None)
+    assert str(err.value).startswith("BGAGENTS_BACKUP_INTERVAL_HOURS: expected 0 (off) or a number")
