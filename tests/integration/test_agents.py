@@ -17,17 +17,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import pytest
 import yaml
 
 from tests.conftest import BGAGENTS
-from tests.waiting import eventually
+from tests.fleet import ProcessFleet
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,51 +63,11 @@ STARTUP = 20.0  # a fresh `bgagents run` imports, connects and registers
 # --- processes --------------------------------------------------------------------------
 
 
-class Fleet:
-    """``bgagents`` processes of one test, each logging to its own file."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+class Fleet(ProcessFleet):
+    """``bgagents`` processes of one test on this host, each logging to its own file."""
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = self.logs / f"{len(self.procs)}-{'-'.join(args)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [*BGAGENTS, *args], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-            )
-        self.procs.append((proc, log))
-        return proc
-
-    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
-        for p, log in self.procs:
-            if p is proc:
-                return log.read_text(errors="replace")
-        raise KeyError(proc.pid)
-
-    def report(self) -> str:
-        parts = []
-        for proc, log in self.procs:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            parts.append(f"--- pid {proc.pid} {log.name} (exit {proc.poll()}):\n{tail}")
-        return "\n".join(parts)
-
-    def stop_all(self) -> None:
-        """SIGTERM every process still running, then SIGKILL those that do not exit."""
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    async def wait(self, probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-        """Poll ``probe`` until it returns something truthy; on timeout, fail with the processes' logs."""
-        return await eventually(probe, timeout=timeout, what=what, interval=0.1, detail=self.report)
+        return self.spawn("-".join(args), args)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:

@@ -12,14 +12,13 @@ or ``ip netns`` the tests skip with the reason; with ``CI=true`` they fail.
 
 from __future__ import annotations
 
+import functools
 import os
-import signal
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -27,12 +26,10 @@ import pytest
 from agents.bench.netns import Host, Network, TcpServer, unavailable
 from bus import migrate
 from bus.embedded import bin_dir
-from tests.conftest import BGAGENTS, with_database
-from tests.waiting import eventually
+from tests.conftest import with_database
+from tests.fleet import ProcessFleet
 
-ROOT = Path(__file__).resolve().parents[2]
 HOSTNAMES = ("host-a", "host-b", "host-c")
-T = TypeVar("T")
 
 
 def require_netns() -> None:
@@ -104,46 +101,19 @@ async def lab_db(lab: Lab) -> AsyncIterator[str]:
             await admin.close()
 
 
-class HostsFleet:
+class HostsFleet(ProcessFleet):
     """``bgagents`` processes inside the hosts of one test, each logging to its own file."""
 
+    tail_lines = 12
+    poll_interval = 0.2
+
     def __init__(self, network: Network, env: dict[str, str], logs: Path) -> None:
+        super().__init__(env, logs)
         self.network = network
-        self.env = env
-        self.logs = logs
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def start(self, host: Host, *args: str) -> subprocess.Popen[bytes]:
-        log = self.logs / f"{len(self.procs)}-{host.hostname}-{'-'.join(args)[:60]}.log"
-        with log.open("wb") as out:
-            proc: subprocess.Popen[bytes] = self.network.popen(
-                host, [*BGAGENTS, *args], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-            )
-        self.procs.append((proc, log))
-        return proc
-
-    def report(self) -> str:
-        parts = []
-        for proc, log in self.procs:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:])
-            parts.append(f"--- pid {proc.pid} {log.name} (exit {proc.poll()}):\n{tail}")
-        return "\n".join(parts)
-
-    def stop_all(self) -> None:
-        """SIGTERM every process still running, then SIGKILL those that do not exit."""
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    async def wait(self, probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-        """Poll ``probe`` until it returns something truthy; on timeout, fail with the logs."""
-        return await eventually(probe, timeout=timeout, what=what, interval=0.2, detail=self.report)
+        label = f"{host.hostname}-{'-'.join(args)[:60]}"
+        return self.spawn(label, args, functools.partial(self.network.popen, host))
 
 
 @pytest.fixture
