@@ -27,12 +27,15 @@ from bus.errors import BgError
 
 __all__ = [
     "CeilingRun",
+    "ServerTime",
     "counts",
     "forget_queue",
     "index_sizes",
     "pgbench_drain",
     "pgbench_path",
     "preload_finished",
+    "profile_start",
+    "profile_stop",
 ]
 
 
@@ -147,3 +150,40 @@ async def counts(pool: db.Pool, queue: str) -> dict[str, int]:
 async def index_sizes(pool: db.Pool) -> dict[str, int]:
     """Each index of ``bg.tasks`` with its size in bytes."""
     return {r["name"]: int(r["bytes"]) for r in await db.call(pool, "queue_bench_index_sizes")}
+
+
+@dataclass(frozen=True)
+class ServerTime:
+    """Server time spent in one statement (pg_stat_statements) or one function (track_functions)."""
+
+    name: str
+    calls: int
+    total_ms: float
+
+
+async def profile_start(pool: db.Pool) -> str:
+    """Start gathering server times in the scratch database: ``"pg_stat_statements"`` when it is
+    preloaded, else ``"track_functions"`` (superusers only), else ``""`` (nothing to gather)."""
+    if await db.call(pool, "queue_bench_statements_loaded"):
+        await db.call(pool, "queue_bench_statements_install")
+        await db.call(pool, "queue_bench_statements_reset")
+        return "pg_stat_statements"
+    if await db.call(pool, "queue_bench_is_superuser"):
+        await db.call(pool, "queue_bench_functions_track")
+        await db.call(pool, "queue_bench_functions_reset")
+        return "track_functions"
+    return ""
+
+
+async def profile_stop(pool: db.Pool, source: str, limit: int = 10) -> list[ServerTime]:
+    """The ``limit`` statements or functions that took the most server time since
+    :func:`profile_start`; stops timing functions."""
+    if source == "pg_stat_statements":
+        rows = await db.call(pool, "queue_bench_statements_top", limit)
+    elif source == "track_functions":
+        await asyncio.sleep(0.6)  # backends report their function times within half a second
+        rows = await db.call(pool, "queue_bench_functions_top", limit)
+        await db.call(pool, "queue_bench_functions_untrack")
+    else:
+        return []
+    return [ServerTime(" ".join(r["name"].split()), int(r["calls"]), float(r["total_ms"])) for r in rows]

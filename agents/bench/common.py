@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,10 @@ async def alternate(rounds: int, contestants: dict[str, Round]) -> dict[str, lis
     order = list(contestants)
     for i in range(rounds):
         for name in order if i % 2 == 0 else reversed(order):
+            cpu = time.process_time()
             figures = await contestants[name]()
+            if figures.get("jobs"):  # this process's CPU per job (pgbench's is its own)
+                figures["client_cpu_us_per_job"] = (time.process_time() - cpu) / figures["jobs"] * 1e6
             logger.info("round %d, %s: %.0f jobs/s", i + 1, name, figures["jobs_per_s"])
             results[name].append(figures)
     return results

@@ -16,6 +16,8 @@ machine whose speed swings.
   tasks (kept for the next run); table and index sizes before and after.
 * ``--latency``: enqueue-to-start latency at ``--rate`` tasks/s, one at a time,
   with idle workers.
+* ``--profile`` (with any of them): where the time goes, this process's CPU per
+  job and the server's costliest statements over all rounds.
 """
 
 from __future__ import annotations
@@ -105,6 +107,31 @@ async def _ceiling_round(settings: Settings, url: str, shape: Shape, batch: int)
     return {"jobs_per_s": run.jobs_per_s, "jobs": float(run.done)}
 
 
+async def _profile_rows(
+    settings: Settings, url: str, shape: Shape, source: str, results: dict[str, list[dict[str, float]]]
+) -> list[tuple[str, str]]:
+    """Where the time went: this process's CPU per job for each Python contestant, and the
+    statements (or functions) that took the most server time over every round."""
+    rows = [
+        (f"{name} client CPU us/job", spread(res, "client_cpu_us_per_job").show(".0f"))
+        for name, res in results.items()
+        if not name.startswith("pgbench") and res and "client_cpu_us_per_job" in res[0]
+    ]
+    async with Bus.connect(bench_settings(settings, url, shape), listen=False) as bus:
+        top = await queue_bench.profile_stop(bus.pool, source)
+    if not source:
+        rows.append(("server profile", "none: needs pg_stat_statements preloaded, or a superuser"))
+    total = sum(t.total_ms for t in top) or 1.0
+    for t in top:
+        rows.append(
+            (
+                f"server {source} {t.total_ms / total:.0%}",
+                f"{t.calls} calls, {t.total_ms / max(t.calls, 1) * 1000:.0f} us/call: {t.name[:90]}",
+            )
+        )
+    return rows
+
+
 async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     url = await bench_database(settings)
     rounds: int = opts["rounds"]
@@ -155,10 +182,16 @@ async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str,
         summary["sizes_after_preload"] = sizes
         kept = Shape(**{**base.__dict__, "keep_finished": True, "worker": fixed})
         contestants["bgagents-preloaded"] = lambda: run_ours(settings, full_url, kept)
+    profiling = ""
+    if opts["profile"]:
+        async with Bus.connect(bench_settings(settings, url, base), listen=False) as bus:
+            profiling = await queue_bench.profile_start(bus.pool)
     results = await alternate(rounds, contestants)
     for name, res in results.items():
         rows += _row(name, res)
         summary.update(_summary(name, res))
+    if opts["profile"]:
+        rows += await _profile_rows(settings, url, base, profiling, results)
     if mode == "latency":
         rows.append(("bgagents max ms", spread(results["bgagents"], "max_ms").show(".1f")))
         # The latency starts before the enqueue call, so it includes the enqueue's own commit.
@@ -224,6 +257,12 @@ async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str,
     default=0,
     type=click.IntRange(0, 16),
     help="Also run the dequeuers split over this many hosts (network namespaces, TCP; needs root).",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Also print this process's CPU per job and the server's costliest statements "
+    "(pg_stat_statements when preloaded, else function times; superuser).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line.")
 @click.pass_context

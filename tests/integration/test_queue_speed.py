@@ -103,3 +103,16 @@ async def test_preloading_finished_tasks_and_index_sizes(bus: Bus) -> None:
     assert {"tasks_pkey", "tasks_ready", "tasks_finished"} <= set(sizes) and sizes["tasks_pkey"] > 0
     await queue_bench.forget_queue(bus.pool, "kept")
     assert (await queue_bench.counts(bus.pool, "kept"))["done"] == 0
+
+
+async def test_the_profile_names_the_queue_functions_that_took_the_server_time(bus: Bus) -> None:
+    source = await queue_bench.profile_start(bus.pool)
+    if source == "":
+        pytest.skip("neither pg_stat_statements nor a superuser here")
+    # track_functions applies from the next connection on: a fresh bus, as a benchmark round opens.
+    async with Bus.connect(bus.settings) as fresh:
+        await _drain(fresh, "profiled", 50)
+    top = await queue_bench.profile_stop(bus.pool, source)
+    names = " ".join(t.name for t in top)
+    assert "claim_tasks" in names and "complete_tasks" in names
+    assert all(t.calls > 0 and t.total_ms >= 0 for t in top)
