@@ -207,9 +207,7 @@ class Worker:
             if rows and rows[0]["more"]:
                 self._waker.wake_one()  # more are ready: let an idle worker help
                 continue
-            self._waker.empty = True
-            if len(rows) == want:
-                continue
+            self._waker.empty = True  # even after a full claim: `more` says nothing is left
             if look_ahead:
                 await self._look_ahead()
             look_ahead = await self._idle()
