@@ -79,6 +79,14 @@ async def empty_tasks(pool: db.Pool) -> None:
     await db.call(pool, "bench_empty_tasks")
 
 
+async def checkpoint(conn: db.Connection | db.Pool) -> bool:
+    """Run CHECKPOINT where this user may (before a benchmark round); whether it ran."""
+    if not await db.call(conn, "bench_may_checkpoint"):
+        return False
+    await db.call(conn, "bench_checkpoint")
+    return True
+
+
 async def analyze_tasks(pool: db.Pool) -> None:
     """Refresh the planner's statistics of the queue after pre-filling it."""
     await db.call(pool, "bench_analyze_tasks")

@@ -49,13 +49,18 @@ class Spread:
         return f"{self.median:{fmt}}{unit} ({self.low:{fmt}}-{self.high:{fmt}})"
 
 
-async def alternate(rounds: int, contestants: dict[str, Round]) -> dict[str, list[dict[str, float]]]:
+async def alternate(
+    rounds: int, contestants: dict[str, Round], before: Callable[[], Awaitable[object]] | None = None
+) -> dict[str, list[dict[str, float]]]:
     """Run every contestant ``rounds`` times, alternating, each round in the reverse order of the last
-    (A B, B A, A B ...), so that a machine that speeds up or slows down favours no one."""
+    (A B, B A, A B ...), so that a machine that speeds up or slows down favours no one; ``before``
+    runs ahead of every round (a CHECKPOINT, so that none lands inside one)."""
     results: dict[str, list[dict[str, float]]] = {name: [] for name in contestants}
     order = list(contestants)
     for i in range(rounds):
         for name in order if i % 2 == 0 else reversed(order):
+            if before is not None:
+                await before()
             cpu = time.process_time()
             figures = await contestants[name]()
             if figures.get("jobs"):  # this process's CPU per job (pgbench's is its own)

@@ -3,7 +3,9 @@
 Every figure is the median of ``--rounds`` rounds with the lowest and highest
 in brackets; with ``--compare pgqueuer`` (and ``--ceiling``) the contestants
 alternate round by round in one run, so a ratio compares like with like on a
-machine whose speed swings.
+machine whose speed swings. Every round starts after a CHECKPOINT (where the
+user may run one), so that the last round's WAL doesn't land a checkpoint in
+it, and PGQueuer gets a freshly installed schema every round.
 
 * throughput (default): enqueuers and dequeuers at once for ``--seconds``.
 * ``--drain N``: N queued jobs, drained by our workers with our defaults
@@ -186,7 +188,12 @@ async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str,
     if opts["profile"]:
         async with Bus.connect(bench_settings(settings, url, base), listen=False) as bus:
             profiling = await queue_bench.profile_start(bus.pool)
-    results = await alternate(rounds, contestants)
+
+    async def checkpoint() -> bool:
+        async with Bus.connect(bench_settings(settings, url, base), listen=False) as bus:
+            return await scratch.checkpoint(bus.pool)
+
+    results = await alternate(rounds, contestants, before=checkpoint)
     for name, res in results.items():
         rows += _row(name, res)
         summary.update(_summary(name, res))

@@ -17,6 +17,17 @@ CREATE DATABASE "{database}";
 -- Empty the queue before and after a queue benchmark.
 TRUNCATE bg.tasks;
 
+-- name: bench_may_checkpoint :val
+-- Whether this user may run CHECKPOINT (a superuser, or pg_checkpoint from PostgreSQL 15 on).
+SELECT r.rolsuper OR CASE WHEN to_regrole('pg_checkpoint') IS NULL THEN false
+                         ELSE pg_has_role(current_user, 'pg_checkpoint', 'MEMBER') END
+FROM pg_roles r WHERE r.rolname = current_user;
+
+-- name: bench_checkpoint :exec
+-- Write every dirty buffer now, so that no checkpoint started by the last round's WAL lands
+-- in the next one.
+CHECKPOINT;
+
 -- name: bench_analyze_tasks :exec
 -- Refresh the planner's statistics after pre-filling the queue.
 ANALYZE bg.tasks;

@@ -66,3 +66,26 @@ async def test_doctor_diagnostics_of_a_migrated_database(
     vector = report.extensions["vector"]
     assert vector.installed == bool(vector.installed_version)
     assert vector.available or not vector.installed
+
+
+async def test_a_round_starts_with_a_checkpoint_only_where_the_user_may_run_one(
+    server_url: str, db_url: str
+) -> None:
+    admin = await asyncpg.connect(server_url)
+    role = f"bg_test_nocheckpoint_{uuid.uuid4().hex[:6]}"
+    try:
+        is_super = await admin.fetchval("select rolsuper from pg_roles where rolname = current_user")
+        before = await admin.fetchval("select checkpoint_lsn from pg_control_checkpoint()")
+        await admin.execute("select pg_switch_wal()")  # something to checkpoint
+        assert await scratch.checkpoint(admin) is is_super
+        if is_super:
+            assert await admin.fetchval("select checkpoint_lsn from pg_control_checkpoint()") > before
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
+        plain = await asyncpg.connect(with_user(db_url, role, "pw"))
+        try:
+            assert await scratch.checkpoint(plain) is False  # skipped, not an error
+        finally:
+            await plain.close()
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
