@@ -92,6 +92,11 @@ async def analyze_tasks(pool: db.Pool) -> None:
     await db.call(pool, "bench_analyze_tasks")
 
 
+async def analyze_pgqueuer(conn: db.Connection) -> None:
+    """Refresh the planner's statistics of PGQueuer's queue table after pre-filling it."""
+    await db.call(conn, "bench_analyze_pgqueuer")
+
+
 async def empty_events(pool: db.Pool) -> None:
     """Empty the event log (after an events benchmark)."""
     await db.call(pool, "bench_empty_events")

@@ -313,6 +313,9 @@ async def run_pgqueuer(
             logger.info(
                 "pgqueuer drain: enqueued %d jobs in %.2fs", drain, time.perf_counter() - prefill_started
             )
+            # As our drain does after its pre-fill: the planner learns the table is full.
+            async with scratch.driver_connection(dsn) as conn:
+                await scratch.analyze_pgqueuer(conn)
             recorder.target = drain
 
             async def drained() -> dict[str, float]:

@@ -32,6 +32,11 @@ CHECKPOINT;
 -- Refresh the planner's statistics after pre-filling the queue.
 ANALYZE bg.tasks;
 
+-- name: bench_analyze_pgqueuer :exec
+-- The same for PGQueuer's queue table after its pre-fill (`--compare pgqueuer`), so that both
+-- contestants drain a table the planner knows.
+ANALYZE pgqueuer;
+
 -- name: bench_empty_events :exec
 -- Empty the event log after an events benchmark.
 TRUNCATE bg.events;
