@@ -290,9 +290,10 @@ async def test_a_delayed_task_runs_at_its_time_and_not_before(bus: Bus) -> None:
 
 
 async def test_every_enqueue_path_notifies_once_naming_the_queue_or_its_due_time(
-    bus: Bus, conn: asyncpg.Connection
+    bus: Bus, db_url: str
 ) -> None:
     heard: list[str] = []
+    conn = await asyncpg.connect(db_url)  # direct, as LISTEN must be (not through a pooler)
     await conn.add_listener("bg_tasks", lambda *args: heard.append(args[3]))
 
     async def notifies(action: Callable[[], Any]) -> list[str]:
@@ -302,18 +303,24 @@ async def test_every_enqueue_path_notifies_once_naming_the_queue_or_its_due_time
         await asyncio.sleep(0.05)
         return list(heard)
 
-    later = datetime.now(UTC) + timedelta(hours=1)
-    assert await notifies(lambda: bus.queue.enqueue("n1", {})) == ["n1"]
-    (one,) = await notifies(lambda: bus.queue.enqueue("n1", {}, run_at=later))
-    assert one.startswith("n1@") and abs(float(one[3:]) - later.timestamp()) < 0.01
-    assert await notifies(lambda: bus.queue.enqueue_many("n2", [{}, {}, {}])) == ["n2"]
-    (many,) = await notifies(lambda: bus.queue.enqueue_many("n2", [{}, {}], options=Options(run_at=later)))
-    assert many.startswith("n2@")
-    assert await notifies(lambda: bus.queue.enqueue_many("n3", [{}, {}], dedupe_keys=["a", "b"])) == ["n3"]
-    # Every row already queued under its dedupe key: nothing was added, nobody is woken.
-    assert await notifies(lambda: bus.queue.enqueue_many("n3", [{}], dedupe_keys=["a"])) == []
-    assert await notifies(lambda: bus.queue.enqueue("n3", {}, dedupe_key="b")) == []
-    assert await notifies(lambda: conn.execute("select bg.enqueue('n4', '{}')")) == ["n4"]
+    try:
+        later = datetime.now(UTC) + timedelta(hours=1)
+        assert await notifies(lambda: bus.queue.enqueue("n1", {})) == ["n1"]
+        (one,) = await notifies(lambda: bus.queue.enqueue("n1", {}, run_at=later))
+        assert one.startswith("n1@") and abs(float(one[3:]) - later.timestamp()) < 0.01
+        assert await notifies(lambda: bus.queue.enqueue_many("n2", [{}, {}, {}])) == ["n2"]
+        (many,) = await notifies(
+            lambda: bus.queue.enqueue_many("n2", [{}, {}], options=Options(run_at=later))
+        )
+        assert many.startswith("n2@")
+        added = await notifies(lambda: bus.queue.enqueue_many("n3", [{}, {}], dedupe_keys=["a", "b"]))
+        assert added == ["n3"]
+        # Every row already queued under its dedupe key: nothing was added, nobody is woken.
+        assert await notifies(lambda: bus.queue.enqueue_many("n3", [{}], dedupe_keys=["a"])) == []
+        assert await notifies(lambda: bus.queue.enqueue("n3", {}, dedupe_key="b")) == []
+        assert await notifies(lambda: conn.execute("select bg.enqueue('n4', '{}')")) == ["n4"]
+    finally:
+        await conn.close()
 
 
 async def test_a_worker_without_notifications_wakes_for_a_delayed_task(bus: Bus) -> None:
