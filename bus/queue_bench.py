@@ -181,7 +181,9 @@ async def profile_stop(pool: db.Pool, source: str, limit: int = 10) -> list[Serv
     if source == "pg_stat_statements":
         rows = await db.call(pool, "queue_bench_statements_top", limit)
     elif source == "track_functions":
-        await asyncio.sleep(0.6)  # backends report their function times within half a second
+        # The rounds' backends report their function times as they exit, a moment after
+        # their pools close; nothing says when they are done.
+        await asyncio.sleep(0.6)
         rows = await db.call(pool, "queue_bench_functions_top", limit)
         await db.call(pool, "queue_bench_functions_untrack")
     else:

@@ -79,12 +79,14 @@ async def empty_tasks(pool: db.Pool) -> None:
     await db.call(pool, "bench_empty_tasks")
 
 
-async def checkpoint(conn: db.Connection | db.Pool) -> bool:
-    """Run CHECKPOINT where this user may (before a benchmark round); whether it ran."""
-    if not await db.call(conn, "bench_may_checkpoint"):
-        return False
+async def may_checkpoint(conn: db.Connection | db.Pool) -> bool:
+    """Whether this user may run CHECKPOINT (a superuser, or a member of pg_checkpoint)."""
+    return bool(await db.call(conn, "bench_may_checkpoint"))
+
+
+async def checkpoint(conn: db.Connection | db.Pool) -> None:
+    """Run CHECKPOINT (before a benchmark round, so that none lands inside it)."""
     await db.call(conn, "bench_checkpoint")
-    return True
 
 
 async def analyze_tasks(pool: db.Pool) -> None:

@@ -110,7 +110,7 @@ async def _ceiling_round(settings: Settings, url: str, shape: Shape, batch: int)
 
 
 async def _profile_rows(
-    settings: Settings, url: str, shape: Shape, source: str, results: dict[str, list[dict[str, float]]]
+    admin: Bus, source: str, results: dict[str, list[dict[str, float]]]
 ) -> list[tuple[str, str]]:
     """Where the time went: this process's CPU per job for each Python contestant, and the
     statements (or functions) that took the most server time over every round."""
@@ -119,8 +119,7 @@ async def _profile_rows(
         for name, res in results.items()
         if not name.startswith("pgbench") and res and "client_cpu_us_per_job" in res[0]
     ]
-    async with Bus.connect(bench_settings(settings, url, shape), listen=False) as bus:
-        top = await queue_bench.profile_stop(bus.pool, source)
+    top = await queue_bench.profile_stop(admin.pool, source)
     if not source:
         rows.append(("server profile", "none: needs pg_stat_statements preloaded, or a superuser"))
     total = sum(t.total_ms for t in top) or 1.0
@@ -184,21 +183,23 @@ async def _go(settings: Settings, opts: dict[str, Any]) -> tuple[list[tuple[str,
         summary["sizes_after_preload"] = sizes
         kept = Shape(**{**base.__dict__, "keep_finished": True, "worker": fixed})
         contestants["bgagents-preloaded"] = lambda: run_ours(settings, full_url, kept)
-    profiling = ""
-    if opts["profile"]:
-        async with Bus.connect(bench_settings(settings, url, base), listen=False) as bus:
-            profiling = await queue_bench.profile_start(bus.pool)
+    # The bench's own connections for the whole run: the profile, and a checkpoint before each round.
+    async with Bus.connect(bench_settings(settings, url, base), listen=False) as admin:
+        profiling = await queue_bench.profile_start(admin.pool) if opts["profile"] else ""
+        checkpoints = await scratch.may_checkpoint(admin.pool)
 
-    async def checkpoint() -> bool:
-        async with Bus.connect(bench_settings(settings, url, base), listen=False) as bus:
-            return await scratch.checkpoint(bus.pool)
+        async def checkpoint() -> None:
+            if checkpoints:
+                await scratch.checkpoint(admin.pool)
 
-    results = await alternate(rounds, contestants, before=checkpoint)
+        results = await alternate(rounds, contestants, before=checkpoint)
+        if opts["profile"]:
+            profile_rows = await _profile_rows(admin, profiling, results)
     for name, res in results.items():
         rows += _row(name, res)
         summary.update(_summary(name, res))
     if opts["profile"]:
-        rows += await _profile_rows(settings, url, base, profiling, results)
+        rows += profile_rows
     if mode == "latency":
         rows.append(("bgagents max ms", spread(results["bgagents"], "max_ms").show(".1f")))
         # The latency starts before the enqueue call, so it includes the enqueue's own commit.

@@ -9,6 +9,11 @@
 -- (the API roles have no table rights on bg.tasks), so none is missed; an
 -- UPDATE written by hand as the owner is not counted.
 --
+-- The claim's `more` flag also counts expired leases beyond the batch, so a worker
+-- whose claim came back full without `more` knows the queue holds nothing else it
+-- could take, and waits for a NOTIFY instead of claiming again at once (that second
+-- claim came back empty: three claims in ten in PGQueuer's shape).
+--
 -- Bodies are those of 0012 (claim), 0014 (complete) and 0003 (fail, rescue,
 -- cancel) with the counting added; attributes, owners and grants are unchanged.
 
@@ -50,12 +55,13 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH expired AS (
-        -- a re-claim after an expired lease waited since the lease ran out
+        -- A re-claim after an expired lease waited since the lease ran out. One row
+        -- more than fits, like `ready`: a backlog of expired leases is "more" too.
         SELECT t.id, t.lease_until AS since FROM bg.tasks t
         WHERE t.queue = claim_tasks.queue AND t.status = 'running' AND t.lease_until < now()
           AND t.attempts < t.max_attempts
         ORDER BY t.lease_until
-        LIMIT slots
+        LIMIT slots + 1
         FOR UPDATE SKIP LOCKED
     ), ready AS (
         -- One row more than fits: whether it exists is the `more` flag, so the

@@ -299,8 +299,9 @@ async def test_every_enqueue_path_notifies_once_naming_the_queue_or_its_due_time
     async def notifies(action: Callable[[], Any]) -> list[str]:
         heard.clear()
         await action()
-        await conn.execute("select 1")  # a round trip, so anything sent has arrived
-        await asyncio.sleep(0.05)
+        # One round trip on the listening connection: the server sends what is pending before
+        # its reply, and the driver runs the listener callbacks first.
+        await conn.execute("select 1")
         return list(heard)
 
     try:
